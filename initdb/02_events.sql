@@ -1,0 +1,23 @@
+-- The event log of one dcbstore schema. Names are unqualified: run with search_path set to the
+-- store's schema. Idempotent: safe to run again.
+
+CREATE TABLE IF NOT EXISTS events (
+    -- Unique and increasing in append order; may have gaps (rolled back appends).
+    position    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The event's id: its idempotency key.
+    event_id    uuid        NOT NULL,
+    event_type  text        NOT NULL CHECK (event_type <> ''),
+    tags        text[]      NOT NULL DEFAULT '{}',
+    payload     jsonb       NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    metadata    jsonb,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    -- The writing transaction: commits can become visible out of position order, and consumers
+    -- of the global log read only below the oldest transaction still running.
+    tx_id       xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    CONSTRAINT events_event_id_key UNIQUE (event_id)
+);
+
+-- Reads and guards stay index-driven: by type (and position), by tag, by payload containment.
+CREATE INDEX IF NOT EXISTS events_type_position_idx ON events (event_type, position);
+CREATE INDEX IF NOT EXISTS events_tags_idx ON events USING gin (tags);
+CREATE INDEX IF NOT EXISTS events_payload_idx ON events USING gin (payload jsonb_path_ops);

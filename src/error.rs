@@ -1,0 +1,241 @@
+//! Error types: one [`Error`] for every fallible call, with [`InvalidInput`] for rejected input.
+
+use std::fmt;
+
+/// The result type of every fallible call in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to an event store.
+///
+/// Match on the variant, or use the predicates ([`Error::is_append_condition_failed`],
+/// [`Error::is_invalid_input`], [`Error::is_retryable`]) when you only need to know what to do
+/// next.
+///
+/// ```
+/// use dcbstore::{Error, InvalidInput};
+///
+/// let err = Error::from(InvalidInput::EmptyBatch);
+/// assert!(err.is_invalid_input());
+/// assert!(!err.is_append_condition_failed());
+/// assert_eq!(err.to_string(), "invalid input: an append needs at least one event");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The append was guarded by an [`AppendCondition`](crate::AppendCondition) and an event
+    /// matching its query exists after the position the decision was based on. Nothing was
+    /// written. Re-read, decide again and retry.
+    #[error(
+        "append condition failed: an event matching the condition query exists after position {}",
+        DisplayAfter(*after)
+    )]
+    AppendConditionFailed {
+        /// The `after` position of the failed condition (`None`: any matching event fails it).
+        after: Option<u64>,
+    },
+
+    /// The input was rejected before anything was sent to the database; nothing was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InvalidInput),
+
+    /// An event with the same id is already stored; nothing of the batch was written.
+    #[error("an event with id {event_id} is already stored")]
+    DuplicateEventId {
+        /// The id that is already taken.
+        event_id: uuid::Uuid,
+    },
+
+    /// [`PgEventStore::append_in`](crate::PgEventStore::append_in) was called inside a
+    /// transaction whose isolation level cannot make the append condition hold.
+    #[error(
+        "appends need READ COMMITTED or SERIALIZABLE isolation, the transaction runs at {isolation}"
+    )]
+    UnsupportedIsolation {
+        /// The isolation level the transaction reported.
+        isolation: String,
+    },
+
+    /// The database reported an error.
+    #[error("database error while {context}: {source}")]
+    Database {
+        /// What the store was doing.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// No connection could be taken from the pool.
+    #[error("could not get a connection from the pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+
+    /// The connection settings could not be turned into a pool.
+    #[error("invalid connection configuration: {0}")]
+    Config(String),
+
+    /// A stored row could not be turned into an event (the schema does not match this version).
+    #[error("could not decode stored event at position {position}: {message}")]
+    Decode {
+        /// Position of the row, or 0 when even that could not be read.
+        position: u64,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// `true` when an append was rejected because its [`AppendCondition`](crate::AppendCondition)
+    /// failed. This is the expected outcome of a lost race: re-read, decide again, retry.
+    ///
+    /// ```
+    /// let err = dcbstore::Error::AppendConditionFailed { after: Some(7) };
+    /// assert!(err.is_append_condition_failed());
+    /// ```
+    pub fn is_append_condition_failed(&self) -> bool {
+        matches!(self, Error::AppendConditionFailed { .. })
+    }
+
+    /// `true` when the input was rejected before anything was sent to the database.
+    ///
+    /// ```
+    /// let err = dcbstore::Error::from(dcbstore::InvalidInput::EmptyQuery);
+    /// assert!(err.is_invalid_input());
+    /// ```
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::InvalidInput(_))
+    }
+
+    /// `true` when the same call may succeed if simply tried again: a failed append condition,
+    /// a serialization failure or a deadlock reported by PostgreSQL.
+    ///
+    /// ```
+    /// let err = dcbstore::Error::AppendConditionFailed { after: None };
+    /// assert!(err.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::AppendConditionFailed { .. } => true,
+            Error::Database { source, .. } => matches!(
+                source.code(),
+                Some(c) if *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            ),
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE code when the database reported the error.
+    ///
+    /// ```
+    /// assert!(dcbstore::Error::AppendConditionFailed { after: None }.sql_state().is_none());
+    /// ```
+    pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Error::Database { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+        move |source| Error::Database { context, source }
+    }
+}
+
+struct DisplayAfter(Option<u64>);
+
+impl fmt::Display for DisplayAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{p}"),
+            None => f.write_str("none (any matching event fails it)"),
+        }
+    }
+}
+
+/// Why input was rejected. Every case is detected before anything is written.
+///
+/// ```
+/// use dcbstore::InvalidInput;
+///
+/// let err = InvalidInput::EmptyEventType { index: 2 };
+/// assert_eq!(err.to_string(), "event #2 has an empty event type");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    /// An append was called with no events.
+    #[error("an append needs at least one event")]
+    EmptyBatch,
+    /// An append was called with more events than the store accepts in one batch.
+    #[error("a batch of {len} events exceeds the limit of {max}")]
+    BatchTooLarge {
+        /// Number of events in the batch.
+        len: usize,
+        /// The store's limit.
+        max: usize,
+    },
+    /// An event's type is the empty string.
+    #[error("event #{index} has an empty event type")]
+    EmptyEventType {
+        /// Index of the event in its batch.
+        index: usize,
+    },
+    /// An event carries an empty tag.
+    #[error("event #{index} has an empty tag")]
+    EmptyTag {
+        /// Index of the event in its batch.
+        index: usize,
+    },
+    /// An event's payload (or metadata) is not a JSON object.
+    #[error("event #{index}: {field} must be a JSON object, got {found}")]
+    NotAnObject {
+        /// Index of the event in its batch.
+        index: usize,
+        /// `payload` or `metadata`.
+        field: &'static str,
+        /// The JSON kind that was found instead.
+        found: &'static str,
+    },
+    /// Two events of one batch carry the same id.
+    #[error("event #{index} repeats the id {event_id} of an earlier event in the batch")]
+    DuplicateIdInBatch {
+        /// Index of the second event with that id.
+        index: usize,
+        /// The repeated id.
+        event_id: uuid::Uuid,
+    },
+    /// A string contains a NUL character, which PostgreSQL cannot store in text or JSONB.
+    #[error("{location} contains a NUL character, which PostgreSQL cannot store")]
+    NulCharacter {
+        /// Where the NUL was found.
+        location: String,
+    },
+    /// A [`Query`](crate::Query) has no items.
+    #[error("a query needs at least one item (use Query::all() to match every event)")]
+    EmptyQuery,
+    /// A [`QueryItem`](crate::QueryItem) constrains nothing.
+    #[error("query item #{item} constrains nothing (use Query::all() to match every event)")]
+    EmptyQueryItem {
+        /// Index of the item in its query.
+        item: usize,
+    },
+    /// A [`QueryItem`](crate::QueryItem) can never match any event.
+    #[error("query item #{item} can never match: {reason}")]
+    ContradictoryQueryItem {
+        /// Index of the item in its query.
+        item: usize,
+        /// Why it cannot match.
+        reason: String,
+    },
+    /// A query's `occurred_at` range is empty.
+    #[error("the occurred_at range is empty: its start is not before its end")]
+    EmptyTimeRange,
+    /// A position does not fit PostgreSQL's `bigint`.
+    #[error("position {0} is out of range (at most {max})", max = i64::MAX)]
+    PositionOutOfRange(u64),
+    /// A schema name is not a plain lower-case SQL identifier.
+    #[error(
+        "invalid schema name {0:?}: use 1 to 63 characters of a-z, 0-9 and _, not starting with a digit"
+    )]
+    InvalidIdentifier(String),
+}

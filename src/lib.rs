@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod event;
+mod locks;
+mod pg;
+mod query;
+mod sql;
+mod validate;
+
+pub use error::{Error, InvalidInput, Result};
+pub use event::{Event, SequencedEvent};
+pub use pg::{
+    AppendResult, DEFAULT_MAX_BATCH_SIZE, DEFAULT_SCHEMA, EventStream, PgEventStore, ReadResult,
+};
+pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
+
+/// The PostgreSQL driver and pool this crate is built on, re-exported so that callers use the
+/// same versions (e.g. for [`PgEventStore::append_in`]).
+pub use deadpool_postgres;
+pub use tokio_postgres;

@@ -1,0 +1,682 @@
+//! The filter AST ([`Query`], [`QueryItem`], [`PayloadPredicate`]) and the options that go with
+//! it ([`ReadOptions`], [`AppendCondition`]).
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::error::InvalidInput;
+use crate::validate;
+
+/// A filter over the event log: the OR of its [`QueryItem`]s, or every event
+/// ([`Query::all`]), optionally restricted to an `occurred_at` range.
+///
+/// A query is the dynamic stream of one decision: it may span several entities.
+///
+/// ```
+/// use dcbstore::{Query, QueryItem};
+/// use serde_json::json;
+///
+/// let query = Query::from_items([
+///     QueryItem::types(["BookCopyLentToReader", "BookCopyReturnedByReader"])
+///         .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
+///     QueryItem::types(["CourseDefined"]).tags(["course:c1"]),
+/// ]);
+/// assert_eq!(query.items().len(), 2);
+/// assert!(query.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Query {
+    items: Vec<QueryItem>,
+    all: bool,
+    occurred_from: Option<OffsetDateTime>,
+    occurred_before: Option<OffsetDateTime>,
+}
+
+impl Query {
+    /// The query that matches every event.
+    ///
+    /// ```
+    /// assert!(dcbstore::Query::all().is_all());
+    /// ```
+    pub fn all() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    /// The OR of `items`.
+    ///
+    /// ```
+    /// use dcbstore::{Query, QueryItem};
+    /// let q = Query::from_items([QueryItem::types(["A"]), QueryItem::tagged(["t:1"])]);
+    /// assert_eq!(q.items().len(), 2);
+    /// ```
+    pub fn from_items(items: impl IntoIterator<Item = QueryItem>) -> Self {
+        Self {
+            items: items.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one more item to the OR.
+    ///
+    /// ```
+    /// use dcbstore::{Query, QueryItem};
+    /// let q = Query::from(QueryItem::types(["A"])).or(QueryItem::types(["B"]));
+    /// assert_eq!(q.items().len(), 2);
+    /// ```
+    pub fn or(mut self, item: QueryItem) -> Self {
+        self.items.push(item);
+        self
+    }
+
+    /// Keeps only events that occurred at or after `from`.
+    ///
+    /// ```
+    /// let q = dcbstore::Query::all().occurred_from(time::OffsetDateTime::UNIX_EPOCH);
+    /// assert!(q.validate().is_ok());
+    /// ```
+    pub fn occurred_from(mut self, from: OffsetDateTime) -> Self {
+        self.occurred_from = Some(from);
+        self
+    }
+
+    /// Keeps only events that occurred strictly before `before`.
+    ///
+    /// ```
+    /// let t = time::OffsetDateTime::UNIX_EPOCH;
+    /// let empty = dcbstore::Query::all().occurred_from(t).occurred_before(t);
+    /// assert!(empty.validate().is_err());
+    /// ```
+    pub fn occurred_before(mut self, before: OffsetDateTime) -> Self {
+        self.occurred_before = Some(before);
+        self
+    }
+
+    /// `true` for [`Query::all`].
+    ///
+    /// ```
+    /// assert!(!dcbstore::Query::from(dcbstore::QueryItem::types(["A"])).is_all());
+    /// ```
+    pub fn is_all(&self) -> bool {
+        self.all
+    }
+
+    /// The items of the OR (empty for [`Query::all`]).
+    ///
+    /// ```
+    /// assert!(dcbstore::Query::all().items().is_empty());
+    /// ```
+    pub fn items(&self) -> &[QueryItem] {
+        &self.items
+    }
+
+    /// The `occurred_at` range: inclusive start, exclusive end.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::Query::all().occurred_range(), (None, None));
+    /// ```
+    pub fn occurred_range(&self) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+        (self.occurred_from, self.occurred_before)
+    }
+
+    /// Checks that the query can be compiled: at least one item (or [`Query::all`]), no empty or
+    /// contradictory item, no NUL characters, a non-empty time range. Stores call this before
+    /// reading or appending.
+    ///
+    /// # Errors
+    ///
+    /// The [`InvalidInput`] case that describes the first problem found.
+    ///
+    /// ```
+    /// use dcbstore::{InvalidInput, Query, QueryItem};
+    /// assert_eq!(Query::from_items([]).validate(), Err(InvalidInput::EmptyQuery));
+    /// assert_eq!(
+    ///     Query::from_items([QueryItem::new()]).validate(),
+    ///     Err(InvalidInput::EmptyQueryItem { item: 0 })
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        if !self.all && self.items.is_empty() {
+            return Err(InvalidInput::EmptyQuery);
+        }
+        for (index, item) in self.items.iter().enumerate() {
+            item.validate(index)?;
+        }
+        if let (Some(from), Some(before)) = (self.occurred_from, self.occurred_before)
+            && from >= before
+        {
+            return Err(InvalidInput::EmptyTimeRange);
+        }
+        Ok(())
+    }
+}
+
+impl From<QueryItem> for Query {
+    fn from(item: QueryItem) -> Self {
+        Self::from_items([item])
+    }
+}
+
+/// One alternative of a [`Query`]: the AND of its constraints.
+///
+/// An event matches when its type is one of `types` (if given), it carries every one of `tags`
+/// (if any), its payload satisfies every "all of" [`PayloadPredicate`] and at least one "any of"
+/// predicate (if any).
+///
+/// ```
+/// use dcbstore::QueryItem;
+/// use serde_json::json;
+///
+/// let item = QueryItem::types(["StudentSubscribedToCourse"])
+///     .tags(["course:c1"])
+///     .payload_all_of([(["student", "country"], json!("NL"))])
+///     .payload_any_of([("level", json!(1)), ("level", json!(2))]);
+/// assert_eq!(item.tag_list(), ["course:c1"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueryItem {
+    types: Option<Vec<String>>,
+    tags: Vec<String>,
+    all_of: Vec<PayloadPredicate>,
+    any_of: Option<Vec<PayloadPredicate>>,
+}
+
+impl QueryItem {
+    /// An item with no constraint yet; add some with the builder methods. (On its own it is
+    /// rejected as empty: use [`Query::all`] to match everything.)
+    ///
+    /// ```
+    /// let item = dcbstore::QueryItem::new().tags(["user:ada"]);
+    /// assert_eq!(item.tag_list(), ["user:ada"]);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An item matching events of any of `types`.
+    ///
+    /// ```
+    /// let item = dcbstore::QueryItem::types(["A", "B"]);
+    /// assert_eq!(item.type_list(), Some(&["A".to_string(), "B".to_string()][..]));
+    /// ```
+    pub fn types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new().with_types(types)
+    }
+
+    /// An item matching events that carry all of `tags`.
+    ///
+    /// ```
+    /// let item = dcbstore::QueryItem::tagged(["course:c1"]);
+    /// assert!(item.type_list().is_none());
+    /// ```
+    pub fn tagged<I, S>(tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new().tags(tags)
+    }
+
+    /// Adds event types to the item's "type is one of" list.
+    ///
+    /// ```
+    /// let item = dcbstore::QueryItem::tagged(["t:1"]).with_types(["A"]);
+    /// assert_eq!(item.type_list().unwrap().len(), 1);
+    /// ```
+    pub fn with_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let list = self.types.get_or_insert_with(Vec::new);
+        for t in types {
+            let t = t.into();
+            if !list.contains(&t) {
+                list.push(t);
+            }
+        }
+        self
+    }
+
+    /// Adds tags the event must all carry.
+    ///
+    /// ```
+    /// let item = dcbstore::QueryItem::types(["A"]).tags(["a:1", "b:2"]);
+    /// assert_eq!(item.tag_list().len(), 2);
+    /// ```
+    pub fn tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for t in tags {
+            let t = t.into();
+            if !self.tags.contains(&t) {
+                self.tags.push(t);
+            }
+        }
+        self
+    }
+
+    /// Adds payload predicates that must all hold.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let item = dcbstore::QueryItem::types(["A"]).payload_all_of([("BookID", json!("b1"))]);
+    /// assert_eq!(item.all_of().len(), 1);
+    /// ```
+    pub fn payload_all_of<I, P>(mut self, predicates: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PayloadPredicate>,
+    {
+        self.all_of.extend(predicates.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds payload predicates of which at least one must hold.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let item = dcbstore::QueryItem::types(["A"])
+    ///     .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]);
+    /// assert_eq!(item.any_of().unwrap().len(), 2);
+    /// ```
+    pub fn payload_any_of<I, P>(mut self, predicates: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PayloadPredicate>,
+    {
+        self.any_of
+            .get_or_insert_with(Vec::new)
+            .extend(predicates.into_iter().map(Into::into));
+        self
+    }
+
+    /// Requires the payload to contain `object` (JSONB `@>` at the root).
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// let item = dcbstore::QueryItem::types(["A"]).payload_contains(json!({"course": {"id": "c1"}}));
+    /// assert_eq!(item.all_of()[0].containment(), json!({"course": {"id": "c1"}}));
+    /// ```
+    pub fn payload_contains(self, object: Value) -> Self {
+        self.payload_all_of([PayloadPredicate::new(PayloadPath::root(), object)])
+    }
+
+    /// The "type is one of" list, `None` when any type matches.
+    ///
+    /// ```
+    /// assert!(dcbstore::QueryItem::tagged(["x:1"]).type_list().is_none());
+    /// ```
+    pub fn type_list(&self) -> Option<&[String]> {
+        self.types.as_deref()
+    }
+
+    /// The tags every matching event carries.
+    ///
+    /// ```
+    /// assert!(dcbstore::QueryItem::types(["A"]).tag_list().is_empty());
+    /// ```
+    pub fn tag_list(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// The payload predicates that must all hold.
+    ///
+    /// ```
+    /// assert!(dcbstore::QueryItem::types(["A"]).all_of().is_empty());
+    /// ```
+    pub fn all_of(&self) -> &[PayloadPredicate] {
+        &self.all_of
+    }
+
+    /// The payload predicates of which one must hold, `None` when not constrained.
+    ///
+    /// ```
+    /// assert!(dcbstore::QueryItem::types(["A"]).any_of().is_none());
+    /// ```
+    pub fn any_of(&self) -> Option<&[PayloadPredicate]> {
+        self.any_of.as_deref()
+    }
+
+    fn validate(&self, item: usize) -> Result<(), InvalidInput> {
+        let contradiction = |reason: &str| InvalidInput::ContradictoryQueryItem {
+            item,
+            reason: reason.to_string(),
+        };
+        if self.types.is_none()
+            && self.tags.is_empty()
+            && self.all_of.is_empty()
+            && self.any_of.is_none()
+        {
+            return Err(InvalidInput::EmptyQueryItem { item });
+        }
+        if let Some(types) = &self.types {
+            if types.is_empty() {
+                return Err(contradiction("its list of event types is empty"));
+            }
+            for t in types {
+                if t.is_empty() {
+                    return Err(contradiction("it asks for the empty event type"));
+                }
+                validate::no_nul(t, || format!("query item #{item}: event type"))?;
+            }
+        }
+        for t in &self.tags {
+            if t.is_empty() {
+                return Err(contradiction("it asks for the empty tag"));
+            }
+            validate::no_nul(t, || format!("query item #{item}: tag"))?;
+        }
+        if self.any_of.as_ref().is_some_and(Vec::is_empty) {
+            return Err(contradiction(
+                "its list of \"any of\" payload predicates is empty",
+            ));
+        }
+        for p in self.all_of.iter().chain(self.any_of.iter().flatten()) {
+            p.validate(item)?;
+        }
+        let mut merged = Value::Object(Map::new());
+        for p in &self.all_of {
+            if !merge_containment(&mut merged, &p.containment()) {
+                return Err(contradiction(
+                    "two \"all of\" payload predicates ask for different values at one path",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges `add` into `acc` as the AND of two containment requirements; `false` when no JSON
+/// value can satisfy both.
+fn merge_containment(acc: &mut Value, add: &Value) -> bool {
+    match (acc, add) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) => {
+                        if !merge_containment(existing, v) {
+                            return false;
+                        }
+                    }
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            true
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.extend(b.iter().cloned());
+            true
+        }
+        (a, b) if is_scalar(a) && is_scalar(b) => scalar_eq(a, b),
+        _ => false,
+    }
+}
+
+pub(crate) fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Array(_) | Value::Object(_))
+}
+
+/// Scalar equality as JSONB compares it: numbers numerically.
+pub(crate) fn scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (as_i128(x), as_i128(y)) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        _ => a == b,
+    }
+}
+
+fn as_i128(n: &serde_json::Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// Where in the payload a [`PayloadPredicate`] looks: a sequence of object keys.
+///
+/// A `&str` or `String` is a single top-level key; an array or `Vec` of keys is a nested path.
+///
+/// ```
+/// use dcbstore::PayloadPath;
+/// assert_eq!(PayloadPath::from("BookID").keys(), ["BookID"]);
+/// assert_eq!(PayloadPath::from(["address", "city"]).keys(), ["address", "city"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct PayloadPath(Vec<String>);
+
+impl PayloadPath {
+    /// The payload itself.
+    ///
+    /// ```
+    /// assert!(dcbstore::PayloadPath::root().keys().is_empty());
+    /// ```
+    pub fn root() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The keys, outermost first.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::PayloadPath::from("a").keys().len(), 1);
+    /// ```
+    pub fn keys(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for PayloadPath {
+    fn from(key: &str) -> Self {
+        Self(vec![key.to_string()])
+    }
+}
+
+impl From<String> for PayloadPath {
+    fn from(key: String) -> Self {
+        Self(vec![key])
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for PayloadPath {
+    fn from(keys: [&str; N]) -> Self {
+        Self(keys.iter().map(|k| k.to_string()).collect())
+    }
+}
+
+impl From<Vec<String>> for PayloadPath {
+    fn from(keys: Vec<String>) -> Self {
+        Self(keys)
+    }
+}
+
+/// JSONB containment of `value` at `path`: the predicate holds when the payload contains the
+/// object obtained by nesting `value` under the path's keys (`payload @> '{"a":{"b":value}}'`).
+///
+/// Containment follows PostgreSQL's rules: objects contain sub-objects, arrays contain their
+/// elements regardless of order, numbers compare numerically.
+///
+/// ```
+/// use dcbstore::PayloadPredicate;
+/// use serde_json::json;
+///
+/// let p = PayloadPredicate::new(["course", "id"], json!("c1"));
+/// assert_eq!(p.containment(), json!({"course": {"id": "c1"}}));
+/// let q: PayloadPredicate = ("BookID", json!("b1")).into();
+/// assert_eq!(q.containment(), json!({"BookID": "b1"}));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadPredicate {
+    path: PayloadPath,
+    value: Value,
+}
+
+impl PayloadPredicate {
+    /// Containment of `value` at `path`.
+    ///
+    /// ```
+    /// let p = dcbstore::PayloadPredicate::new("n", serde_json::json!(1));
+    /// assert_eq!(p.path().keys(), ["n"]);
+    /// ```
+    pub fn new(path: impl Into<PayloadPath>, value: Value) -> Self {
+        Self {
+            path: path.into(),
+            value,
+        }
+    }
+
+    /// The path.
+    ///
+    /// ```
+    /// let p = dcbstore::PayloadPredicate::new(["a", "b"], serde_json::json!(true));
+    /// assert_eq!(p.path().keys().len(), 2);
+    /// ```
+    pub fn path(&self) -> &PayloadPath {
+        &self.path
+    }
+
+    /// The value that must be contained at the path.
+    ///
+    /// ```
+    /// let p = dcbstore::PayloadPredicate::new("a", serde_json::json!([1, 2]));
+    /// assert_eq!(p.value(), &serde_json::json!([1, 2]));
+    /// ```
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The JSON object the payload must contain (`payload @> containment`).
+    ///
+    /// ```
+    /// let p = dcbstore::PayloadPredicate::new(["a", "b"], serde_json::json!(1));
+    /// assert_eq!(p.containment(), serde_json::json!({"a": {"b": 1}}));
+    /// ```
+    pub fn containment(&self) -> Value {
+        self.path.0.iter().rev().fold(self.value.clone(), |v, k| {
+            let mut m = Map::new();
+            m.insert(k.clone(), v);
+            Value::Object(m)
+        })
+    }
+
+    fn validate(&self, item: usize) -> Result<(), InvalidInput> {
+        for k in &self.path.0 {
+            validate::no_nul(k, || format!("query item #{item}: payload path"))?;
+        }
+        validate::json_no_nul(&self.value, &|| {
+            format!("query item #{item}: payload predicate value")
+        })?;
+        if self.path.0.is_empty() && !self.value.is_object() {
+            return Err(InvalidInput::ContradictoryQueryItem {
+                item,
+                reason: format!(
+                    "a payload is a JSON object and cannot contain {} at its root",
+                    validate::kind(&self.value)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<P: Into<PayloadPath>> From<(P, Value)> for PayloadPredicate {
+    fn from((path, value): (P, Value)) -> Self {
+        Self::new(path, value)
+    }
+}
+
+/// How to read: where to start, how many events at most, in which direction.
+///
+/// ```
+/// use dcbstore::ReadOptions;
+///
+/// let opts = ReadOptions::default().from_position(10).limit(5).backwards();
+/// assert_eq!((opts.from, opts.limit, opts.backwards), (Some(10), Some(5), true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadOptions {
+    /// First position to return (inclusive). Reading backwards, the highest position to return.
+    pub from: Option<u64>,
+    /// At most this many events.
+    pub limit: Option<u64>,
+    /// Newest first.
+    pub backwards: bool,
+}
+
+impl ReadOptions {
+    /// Starts at `position` (inclusive).
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ReadOptions::default().from_position(3).from, Some(3));
+    /// ```
+    pub fn from_position(mut self, position: u64) -> Self {
+        self.from = Some(position);
+        self
+    }
+
+    /// Returns at most `limit` events.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ReadOptions::default().limit(1).limit, Some(1));
+    /// ```
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Reads newest first.
+    ///
+    /// ```
+    /// assert!(dcbstore::ReadOptions::default().backwards().backwards);
+    /// ```
+    pub fn backwards(mut self) -> Self {
+        self.backwards = true;
+        self
+    }
+}
+
+/// The guard of an append: fail if any event matching `fail_if_events_match` has a position
+/// greater than `after` (any matching event at all when `after` is `None`).
+///
+/// Use the query the decision read with, and the position the read returned.
+///
+/// ```
+/// use dcbstore::{AppendCondition, Query, QueryItem};
+///
+/// let query = Query::from(QueryItem::tagged(["username:ada"]));
+/// // Nothing matched when we read: fail if anything matching exists now.
+/// let condition = AppendCondition::new(query, None);
+/// assert_eq!(condition.after, None);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendCondition {
+    /// The query whose matches make the append fail.
+    pub fail_if_events_match: Query,
+    /// Only matching events after this position count.
+    pub after: Option<u64>,
+}
+
+impl AppendCondition {
+    /// Fail if an event matching `query` exists after `after`.
+    ///
+    /// ```
+    /// let c = dcbstore::AppendCondition::new(dcbstore::Query::all(), Some(41));
+    /// assert_eq!(c.after, Some(41));
+    /// ```
+    pub fn new(query: Query, after: Option<u64>) -> Self {
+        Self {
+            fail_if_events_match: query,
+            after,
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Compilation of the filter AST into SQL with sea-query: the read `SELECT` and the CTE-guarded
+//! conditional `INSERT`. Every value travels as a bound parameter; the only name spliced into SQL
+//! is the schema, a validated [`SchemaName`].
+
+use sea_query::extension::postgres::{PgExpr, PgFunc};
+use sea_query::{
+    CommonTableExpression, Condition, Expr, ExprTrait, Func, Order, PostgresQueryBuilder,
+    Query as Sql, Value as SqlValue, WithClause,
+};
+use sea_query_postgres::{PostgresBinder, PostgresValues};
+use serde_json::{Value, json};
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::error::InvalidInput;
+use crate::event::Event;
+use crate::query::{Query, QueryItem, ReadOptions};
+use crate::validate;
+
+/// The columns of the events table, in the order reads select them.
+pub(crate) const COLUMNS: [&str; 7] = [
+    "position",
+    "event_id",
+    "event_type",
+    "tags",
+    "payload",
+    "metadata",
+    "occurred_at",
+];
+
+/// The columns an append writes; the others have defaults.
+const WRITTEN: [&str; 5] = ["event_id", "event_type", "tags", "payload", "metadata"];
+
+/// A validated schema name: 1 to 63 characters of `a-z`, `0-9`, `_`, not starting with a digit
+/// nor with `pg_`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchemaName(String);
+
+impl SchemaName {
+    pub(crate) fn new(name: &str) -> Result<Self, InvalidInput> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && !name.starts_with("pg_")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if valid {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(InvalidInput::InvalidIdentifier(name.to_string()))
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as a quoted SQL identifier (safe: it only holds `[a-z0-9_]`).
+    pub(crate) fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+
+    fn events(&self) -> (String, &'static str) {
+        (self.0.clone(), "events")
+    }
+}
+
+/// SQL text with its bound values and their PostgreSQL types (sent with the statement, so it
+/// runs in one round trip without a separate prepare).
+#[derive(Debug, Clone)]
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    values: PostgresValues,
+    types: Vec<Type>,
+}
+
+impl Statement {
+    fn build(binder: &impl PostgresBinder) -> Self {
+        let (sql, values) = binder.build_postgres(PostgresQueryBuilder);
+        let types = values
+            .as_types()
+            .into_iter()
+            .zip(&values.0)
+            .map(|(ty, v)| match v.0 {
+                // sea-query types these as JSON and NUMERIC; the store binds them as JSONB
+                // (for `@>`) and as the bigint the driver encodes.
+                SqlValue::Json(_) => Type::JSONB,
+                SqlValue::BigUnsigned(_) => Type::INT8,
+                _ => ty,
+            })
+            .collect();
+        Self { sql, values, types }
+    }
+
+    /// The parameters with their types, for `query_typed`.
+    pub(crate) fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.values
+            .as_params()
+            .into_iter()
+            .zip(self.types.iter().cloned())
+            .collect()
+    }
+}
+
+/// The read: events matching `query`, ordered by position, honouring `options`.
+pub(crate) fn select_events(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<Statement, InvalidInput> {
+    let mut select = Sql::select();
+    select.columns(COLUMNS).from(schema.events());
+    if let Some(filter) = filter(query) {
+        select.cond_where(filter);
+    }
+    let order = if options.backwards {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    if let Some(from) = options.from {
+        let from = validate::position(from)?;
+        let position = Expr::col("position");
+        select.and_where(if options.backwards {
+            position.lte(from)
+        } else {
+            position.gte(from)
+        });
+    }
+    select.order_by("position", order);
+    if let Some(limit) = options.limit {
+        select.limit(limit);
+    }
+    Ok(Statement::build(&select))
+}
+
+/// The append: one `INSERT … SELECT` from the batch (a JSONB array turned into rows of the events
+/// table), guarded when there is a condition by a CTE that looks for a matching event after
+/// `after`. Returns the written positions; no row means the condition failed.
+pub(crate) fn insert_events(
+    schema: &SchemaName,
+    events: &[Event],
+    condition: Option<(&Query, Option<i64>)>,
+) -> Statement {
+    let batch = Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                json!({
+                    "event_id": e.id,
+                    "event_type": e.event_type,
+                    "tags": e.tags,
+                    "payload": e.payload,
+                    "metadata": e.metadata,
+                })
+            })
+            .collect(),
+    );
+    let rows = Func::cust("jsonb_populate_recordset")
+        .arg(Expr::cust(format!("NULL::{}.\"events\"", schema.quoted())))
+        .arg(Expr::val(batch));
+    let mut source = Sql::select();
+    source
+        .columns(WRITTEN.map(|c| ("batch", c)))
+        .from_function(rows, "batch");
+
+    let mut insert = Sql::insert();
+    if let Some((query, after)) = condition {
+        let mut guard = Sql::select();
+        guard.expr(Expr::cust("1")).from(schema.events());
+        if let Some(filter) = filter(query) {
+            guard.cond_where(filter);
+        }
+        if let Some(after) = after {
+            guard.and_where(Expr::col("position").gt(after));
+        }
+        guard.limit(1);
+        insert.with_cte(
+            WithClause::new()
+                .cte(
+                    CommonTableExpression::new()
+                        .query(guard)
+                        .table_name("guard")
+                        .to_owned(),
+                )
+                .to_owned(),
+        );
+        source.and_where(Expr::not_exists(
+            Sql::select().expr(Expr::cust("1")).from("guard").to_owned(),
+        ));
+    }
+    insert
+        .into_table(schema.events())
+        .columns(WRITTEN)
+        .select_from(source)
+        .expect("the source selects exactly the written columns")
+        .returning_col("position");
+    Statement::build(&insert)
+}
+
+/// The `WHERE` condition of `query`; `None` when it matches everything.
+fn filter(query: &Query) -> Option<Condition> {
+    let mut cond = Condition::all();
+    if !query.is_all() {
+        let items = query
+            .items()
+            .iter()
+            .fold(Condition::any(), |any, item| any.add(item_filter(item)));
+        cond = cond.add(items);
+    }
+    let (from, before) = query.occurred_range();
+    if let Some(from) = from {
+        cond = cond.add(Expr::col("occurred_at").gte(from));
+    }
+    if let Some(before) = before {
+        cond = cond.add(Expr::col("occurred_at").lt(before));
+    }
+    (!cond.is_empty()).then_some(cond)
+}
+
+fn item_filter(item: &QueryItem) -> Condition {
+    let mut cond = Condition::all();
+    match item.type_list() {
+        Some([one]) => cond = cond.add(Expr::col("event_type").eq(one.as_str())),
+        Some(many) => {
+            cond = cond.add(Expr::col("event_type").eq(PgFunc::any(Expr::val(many.to_vec()))))
+        }
+        None => {}
+    }
+    if !item.tag_list().is_empty() {
+        cond = cond.add(Expr::col("tags").contains(Expr::val(item.tag_list().to_vec())));
+    }
+    for p in item.all_of() {
+        cond = cond.add(Expr::col("payload").contains(Expr::val(p.containment())));
+    }
+    if let Some(any_of) = item.any_of() {
+        cond = cond.add(any_of.iter().fold(Condition::any(), |any, p| {
+            any.add(Expr::col("payload").contains(Expr::val(p.containment())))
+        }));
+    }
+    cond
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::QueryItem;
+    use serde_json::json;
+
+    fn schema() -> SchemaName {
+        SchemaName::new("dcb").unwrap()
+    }
+
+    const SELECT: &str = r#"SELECT "position", "event_id", "event_type", "tags", "payload", "metadata", "occurred_at" FROM "dcb"."events""#;
+
+    #[test]
+    fn read_of_everything_has_no_filter() {
+        let s = select_events(&schema(), &Query::all(), &ReadOptions::default()).unwrap();
+        assert_eq!(s.sql, format!(r#"{SELECT} ORDER BY "position" ASC"#));
+        assert!(s.params().is_empty());
+    }
+
+    #[test]
+    fn read_compiles_types_tags_and_payload_predicates() {
+        let query = Query::from_items([
+            QueryItem::types(["Lent", "Returned"])
+                .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
+            QueryItem::types(["CourseDefined"]).tags(["course:c1"]),
+        ]);
+        let s = select_events(&schema(), &query, &ReadOptions::default()).unwrap();
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"{SELECT} WHERE ("event_type" = ANY($1) AND ("payload" @> $2 OR "payload" @> $3)) OR ("event_type" = $4 AND "tags" @> $5) ORDER BY "position" ASC"#
+            )
+        );
+        let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            types,
+            [
+                Type::TEXT_ARRAY,
+                Type::JSONB,
+                Type::JSONB,
+                Type::TEXT,
+                Type::TEXT_ARRAY
+            ]
+        );
+    }
+
+    #[test]
+    fn read_options_bind_from_and_limit() {
+        let query = Query::from(QueryItem::new().payload_all_of([(["a", "b"], json!(1))]));
+        let forward = ReadOptions::default().from_position(5).limit(10);
+        let s = select_events(&schema(), &query, &forward).unwrap();
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"{SELECT} WHERE "payload" @> $1 AND "position" >= $2 ORDER BY "position" ASC LIMIT $3"#
+            )
+        );
+        let backwards = forward.backwards();
+        let s = select_events(&schema(), &query, &backwards).unwrap();
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"{SELECT} WHERE "payload" @> $1 AND "position" <= $2 ORDER BY "position" DESC LIMIT $3"#
+            )
+        );
+        assert_eq!(s.params()[2].1, Type::INT8);
+    }
+
+    #[test]
+    fn read_with_time_range() {
+        let t = time::OffsetDateTime::UNIX_EPOCH;
+        let query = Query::all().occurred_from(t).occurred_before(t);
+        let s = select_events(&schema(), &query, &ReadOptions::default()).unwrap();
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"{SELECT} WHERE "occurred_at" >= $1 AND "occurred_at" < $2 ORDER BY "position" ASC"#
+            )
+        );
+    }
+
+    #[test]
+    fn positions_beyond_bigint_are_rejected() {
+        let opts = ReadOptions::default().from_position(u64::MAX);
+        assert_eq!(
+            select_events(&schema(), &Query::all(), &opts).unwrap_err(),
+            InvalidInput::PositionOutOfRange(u64::MAX)
+        );
+    }
+
+    const INSERT: &str = r#"INSERT INTO "dcb"."events" ("event_id", "event_type", "tags", "payload", "metadata") SELECT "batch"."event_id", "batch"."event_type", "batch"."tags", "batch"."payload", "batch"."metadata" FROM jsonb_populate_recordset(NULL::"dcb"."events", $1) AS "batch""#;
+
+    #[test]
+    fn unconditional_append_is_a_plain_insert_select() {
+        let s = insert_events(&schema(), &[Event::new("A", json!({}))], None);
+        assert_eq!(s.sql, format!(r#"{INSERT} RETURNING "position""#));
+        assert_eq!(s.params()[0].1, Type::JSONB);
+    }
+
+    #[test]
+    fn guarded_append_is_one_cte_guarded_statement() {
+        let query = Query::from(QueryItem::types(["A"]).tags(["t:1"]));
+        let s = insert_events(
+            &schema(),
+            &[Event::new("A", json!({}))],
+            Some((&query, Some(42))),
+        );
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"WITH "guard" AS (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3 LIMIT $4) {INSERT_AFTER_PARAMS} WHERE NOT EXISTS(SELECT 1 FROM "guard") RETURNING "position""#,
+                INSERT_AFTER_PARAMS = INSERT.replace("$1", "$5")
+            )
+        );
+    }
+
+    #[test]
+    fn guard_without_after_looks_at_every_matching_event() {
+        let s = insert_events(
+            &schema(),
+            &[Event::new("A", json!({}))],
+            Some((&Query::all(), None)),
+        );
+        assert!(
+            s.sql
+                .starts_with(r#"WITH "guard" AS (SELECT 1 FROM "dcb"."events" LIMIT $1) INSERT"#),
+            "{}",
+            s.sql
+        );
+    }
+
+    #[test]
+    fn schema_names_are_validated() {
+        for bad in [
+            "",
+            "Upper",
+            "1abc",
+            "a-b",
+            "a\"b",
+            "pg_catalog",
+            &"x".repeat(64),
+        ] {
+            assert!(SchemaName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["dcb", "_x", "tenant_42"] {
+            assert!(SchemaName::new(good).is_ok());
+        }
+    }
+}
