@@ -1,0 +1,413 @@
+//! Appends: positions, the guard's semantics, idempotency keys, appends inside the caller's
+//! transaction, and the lock that makes a concurrent guarded append wait and then fail.
+
+mod common;
+
+use std::time::Duration;
+
+use dcbstore::tokio_postgres::IsolationLevel;
+use dcbstore::{AppendCondition, Error, Event, Query, QueryItem, ReadOptions};
+use serde_json::json;
+
+use common::event;
+
+fn course(id: &str) -> Query {
+    Query::from(QueryItem::tagged([format!("course:{id}")]))
+}
+
+#[tokio::test]
+async fn positions_increase_in_batch_order() {
+    let store = common::store().await;
+    let a = store
+        .append(
+            [
+                event("A", &[], json!({"i": 0})),
+                event("A", &[], json!({"i": 1})),
+                event("A", &[], json!({"i": 2})),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let b = store
+        .append([event("B", &[], json!({}))], None)
+        .await
+        .unwrap();
+    assert!(a.positions().windows(2).all(|w| w[0] < w[1]));
+    assert!(b.last_position() > a.last_position());
+    let stored = common::all_events(&store).await;
+    let order: Vec<i64> = stored[..3]
+        .iter()
+        .map(|e| e.payload["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [0, 1, 2]);
+    assert_eq!(stored[0].metadata, None);
+}
+
+#[tokio::test]
+async fn condition_fails_when_a_matching_event_was_appended_after() {
+    let store = common::store().await;
+    store
+        .append([event("CourseDefined", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    let read = store
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    // Someone else appends to the same boundary after our read.
+    store
+        .append(
+            [event("StudentSubscribed", &["course:c1"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    let before = common::row_count(&store).await;
+    let err = store
+        .append(
+            [event("StudentSubscribed", &["course:c1"], json!({"s": 2}))],
+            Some(AppendCondition::new(course("c1"), read.last_position())),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+    assert!(matches!(
+        err,
+        Error::AppendConditionFailed { after: Some(1) }
+    ));
+    assert_eq!(common::row_count(&store).await, before, "nothing written");
+}
+
+#[tokio::test]
+async fn condition_holds_when_only_other_events_were_appended() {
+    let store = common::store().await;
+    store
+        .append([event("CourseDefined", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    let read = store
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    store
+        .append(
+            [event("StudentSubscribed", &["course:c2"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            [event("StudentSubscribed", &["course:c1"], json!({}))],
+            Some(AppendCondition::new(course("c1"), read.last_position())),
+        )
+        .await
+        .expect("the boundary did not change");
+}
+
+#[tokio::test]
+async fn condition_at_the_last_read_position_holds() {
+    let store = common::store().await;
+    let written = store
+        .append([event("X", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    store
+        .append(
+            [event("Y", &["course:c1"], json!({}))],
+            Some(AppendCondition::new(
+                course("c1"),
+                Some(written.last_position()),
+            )),
+        )
+        .await
+        .expect("nothing matching after the last position");
+}
+
+#[tokio::test]
+async fn condition_without_after_fails_if_any_matching_event_exists() {
+    let store = common::store().await;
+    let claim = |who: &str| {
+        Event::new("UsernameClaimed", json!({"username": "ada", "by": who}))
+            .with_tags(["username:ada"])
+    };
+    let username = Query::from(QueryItem::tagged(["username:ada"]));
+    store
+        .append(
+            [claim("first")],
+            Some(AppendCondition::new(username.clone(), None)),
+        )
+        .await
+        .expect("nothing matched yet");
+    let err = store
+        .append(
+            [claim("second")],
+            Some(AppendCondition::new(username, None)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed());
+    assert_eq!(common::row_count(&store).await, 1);
+}
+
+#[tokio::test]
+async fn condition_with_match_all_query_sees_every_event() {
+    let store = common::store().await;
+    let first = store
+        .append([event("A", &[], json!({}))], None)
+        .await
+        .unwrap();
+    store
+        .append([event("B", &[], json!({}))], None)
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            [event("C", &[], json!({}))],
+            Some(AppendCondition::new(
+                Query::all(),
+                Some(first.last_position()),
+            )),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed());
+}
+
+#[tokio::test]
+async fn condition_with_payload_predicates() {
+    let store = common::store().await;
+    let lent = |book: &str, reader: &str| {
+        Event::new("BookCopyLent", json!({"BookID": book, "ReaderID": reader}))
+    };
+    let book_or_reader = Query::from(
+        QueryItem::types(["BookCopyLent", "BookCopyReturned"])
+            .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
+    );
+    store.append([lent("b2", "r2")], None).await.unwrap();
+    store
+        .append(
+            [lent("b1", "r1")],
+            Some(AppendCondition::new(book_or_reader.clone(), None)),
+        )
+        .await
+        .expect("neither b1 nor r1 was lent yet");
+    let err = store
+        .append(
+            [lent("b1", "r3")],
+            Some(AppendCondition::new(book_or_reader, None)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed());
+}
+
+#[tokio::test]
+async fn duplicate_event_id_is_reported_and_writes_nothing() {
+    let store = common::store().await;
+    let original = event("A", &[], json!({}));
+    store.append([original.clone()], None).await.unwrap();
+    let err = store
+        .append([event("B", &[], json!({})), original.clone()], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DuplicateEventId { event_id } if event_id == original.id),
+        "{err}"
+    );
+    assert_eq!(common::row_count(&store).await, 1);
+}
+
+#[tokio::test]
+async fn append_in_commits_with_the_callers_transaction() {
+    let store = common::store().await;
+    let mut client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{}\".course_count (n int NOT NULL); INSERT INTO \"{}\".course_count VALUES (0)",
+            store.schema(),
+            store.schema()
+        ))
+        .await
+        .unwrap();
+
+    // Rolled back: neither the event nor the read model change.
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("CourseDefined", &["course:c1"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    let inside = store
+        .read_in(&*tx, &Query::all(), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(inside.len(), 1, "the transaction sees its own append");
+    tx.rollback().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 0);
+
+    // Committed: both change together.
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("CourseDefined", &["course:c1"], json!({}))],
+            Some(AppendCondition::new(course("c1"), None)),
+        )
+        .await
+        .unwrap();
+    tx.execute(
+        &format!("UPDATE \"{}\".course_count SET n = n + 1", store.schema()),
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 1);
+    let n: i32 = client
+        .query_one(
+            &format!("SELECT n FROM \"{}\".course_count", store.schema()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn append_in_refuses_repeatable_read() {
+    let store = common::store().await;
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    let err = store
+        .append_in(&tx, [event("A", &[], json!({}))], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedIsolation { ref isolation } if isolation == "repeatable read"),
+        "{err}"
+    );
+    tx.rollback().await.unwrap();
+
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .await
+        .unwrap();
+    store
+        .append_in(&tx, [event("A", &[], json!({}))], None)
+        .await
+        .expect("SERIALIZABLE is accepted");
+    tx.commit().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 1);
+}
+
+/// The guard's lock in action: a guarded append on a boundary waits for an open transaction that
+/// appended to the same boundary, then sees its event and fails; an append on another boundary
+/// does not wait at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guarded_append_waits_for_the_boundary_and_then_fails() {
+    let store = common::store_with_pool(4).await;
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("Claimed", &["slot:1"], json!({}))],
+            Some(AppendCondition::new(
+                Query::from(QueryItem::tagged(["slot:1"])),
+                None,
+            )),
+        )
+        .await
+        .unwrap();
+
+    let contender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    [event("Claimed", &["slot:1"], json!({"by": "contender"}))],
+                    Some(AppendCondition::new(
+                        Query::from(QueryItem::tagged(["slot:1"])),
+                        None,
+                    )),
+                )
+                .await
+        })
+    };
+    let other_boundary = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.append(
+            [event("Claimed", &["slot:2"], json!({}))],
+            Some(AppendCondition::new(
+                Query::from(QueryItem::tagged(["slot:2"])),
+                None,
+            )),
+        ),
+    )
+    .await
+    .expect("a disjoint boundary does not wait")
+    .unwrap();
+    assert_eq!(other_boundary.positions().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!contender.is_finished(), "the contender waits for the lock");
+
+    tx.commit().await.unwrap();
+    let err = contender.await.unwrap().unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+    let claims = store
+        .read(
+            &Query::from(QueryItem::tagged(["slot:1"])),
+            ReadOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_safe_concurrently() {
+    let store = common::store().await;
+    store
+        .append([event("A", &[], json!({}))], None)
+        .await
+        .unwrap();
+    let (a, b, c) = tokio::join!(store.migrate(), store.migrate(), store.migrate());
+    a.and(b).and(c).expect("migrations");
+    assert_eq!(common::row_count(&store).await, 1, "migrate keeps the data");
+}
+
+#[tokio::test]
+async fn connect_reports_unreachable_servers() {
+    let err = dcbstore::PgEventStore::connect("postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Pool(_)), "{err}");
+    let err = dcbstore::PgEventStore::connect("not a url ::: at all")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn connect_and_default_schema() {
+    let store = dcbstore::PgEventStore::connect(common::database_url())
+        .await
+        .unwrap();
+    assert_eq!(store.schema(), dcbstore::DEFAULT_SCHEMA);
+    let renamed = store.with_schema(&common::test_schema()).unwrap();
+    renamed.migrate().await.unwrap();
+    assert!(renamed.head().await.is_ok());
+}

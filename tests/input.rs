@@ -1,0 +1,264 @@
+//! Bad input gets a typed error and writes nothing; hostile strings are stored and matched
+//! literally.
+
+mod common;
+
+use dcbstore::{AppendCondition, Error, Event, InvalidInput, Query, QueryItem, ReadOptions};
+use rstest::rstest;
+use serde_json::{Value, json};
+
+use common::event;
+
+fn valid() -> Event {
+    event("Valid", &["t:1"], json!({"k": "v"}))
+}
+
+fn invalid(e: &Error) -> &InvalidInput {
+    match e {
+        Error::InvalidInput(i) => i,
+        other => panic!("expected invalid input, got {other}"),
+    }
+}
+
+#[rstest]
+#[case::empty_batch(vec![], InvalidInput::EmptyBatch)]
+#[case::empty_event_type(
+    vec![valid(), Event::new("", json!({}))],
+    InvalidInput::EmptyEventType { index: 1 }
+)]
+#[case::empty_tag(vec![event("A", &[""], json!({}))], InvalidInput::EmptyTag { index: 0 })]
+#[case::payload_array(
+    vec![Event::new("A", json!([1, 2]))],
+    InvalidInput::NotAnObject { index: 0, field: "payload", found: "an array" }
+)]
+#[case::payload_string(
+    vec![Event::new("A", json!("text"))],
+    InvalidInput::NotAnObject { index: 0, field: "payload", found: "a string" }
+)]
+#[case::payload_null(
+    vec![Event::new("A", Value::Null)],
+    InvalidInput::NotAnObject { index: 0, field: "payload", found: "null" }
+)]
+#[case::metadata_not_object(
+    vec![Event::new("A", json!({})).with_metadata(json!(3))],
+    InvalidInput::NotAnObject { index: 0, field: "metadata", found: "a number" }
+)]
+#[case::nul_in_type(
+    vec![Event::new("A\0", json!({}))],
+    InvalidInput::NulCharacter { location: "event #0: event type".into() }
+)]
+#[case::nul_in_tag(
+    vec![event("A", &["t\0"], json!({}))],
+    InvalidInput::NulCharacter { location: "event #0: tag".into() }
+)]
+#[case::nul_in_payload_value(
+    vec![Event::new("A", json!({"k": ["x\0y"]}))],
+    InvalidInput::NulCharacter { location: "event #0: payload".into() }
+)]
+#[case::nul_in_payload_key(
+    vec![Event::new("A", json!({"k\0": 1}))],
+    InvalidInput::NulCharacter { location: "event #0: payload (a key)".into() }
+)]
+#[case::nul_in_metadata(
+    vec![Event::new("A", json!({})).with_metadata(json!({"m": "\0"}))],
+    InvalidInput::NulCharacter { location: "event #0: metadata".into() }
+)]
+#[case::repeated_id(
+    { let e = valid(); vec![e.clone(), e] },
+    InvalidInput::DuplicateIdInBatch { index: 1, event_id: uuid::Uuid::nil() }
+)]
+#[tokio::test]
+async fn bad_events_are_rejected_and_write_nothing(
+    #[case] events: Vec<Event>,
+    #[case] expected: InvalidInput,
+) {
+    let store = common::store().await;
+    store.append([valid()], None).await.unwrap();
+    let err = store.append(events.clone(), None).await.unwrap_err();
+    let got = invalid(&err);
+    match (got, &expected) {
+        (
+            InvalidInput::DuplicateIdInBatch { index, event_id },
+            InvalidInput::DuplicateIdInBatch { index: want, .. },
+        ) => {
+            assert_eq!(index, want);
+            assert_eq!(*event_id, events[0].id);
+        }
+        _ => assert_eq!(got, &expected),
+    }
+    assert_eq!(common::row_count(&store).await, 1, "nothing written");
+}
+
+#[tokio::test]
+async fn oversized_batch_is_rejected() {
+    let store = common::store().await.with_max_batch_size(3);
+    let events: Vec<Event> = (0..4).map(|_| valid()).collect();
+    let err = store.append(events, None).await.unwrap_err();
+    assert_eq!(
+        invalid(&err),
+        &InvalidInput::BatchTooLarge { len: 4, max: 3 }
+    );
+    assert_eq!(common::row_count(&store).await, 0);
+}
+
+#[rstest]
+#[case::no_items(Query::from_items([]), InvalidInput::EmptyQuery)]
+#[case::empty_item(
+    Query::from_items([QueryItem::types(["A"]), QueryItem::new()]),
+    InvalidInput::EmptyQueryItem { item: 1 }
+)]
+#[case::empty_type_list(
+    Query::from(QueryItem::types(Vec::<String>::new())),
+    InvalidInput::ContradictoryQueryItem { item: 0, reason: "its list of event types is empty".into() }
+)]
+#[case::empty_type(
+    Query::from(QueryItem::types([""])),
+    InvalidInput::ContradictoryQueryItem { item: 0, reason: "it asks for the empty event type".into() }
+)]
+#[case::empty_tag(
+    Query::from(QueryItem::tagged([""])),
+    InvalidInput::ContradictoryQueryItem { item: 0, reason: "it asks for the empty tag".into() }
+)]
+#[case::empty_any_of(
+    Query::from(QueryItem::types(["A"]).payload_any_of(Vec::<(&str, Value)>::new())),
+    InvalidInput::ContradictoryQueryItem { item: 0, reason: "its list of \"any of\" payload predicates is empty".into() }
+)]
+#[case::conflicting_all_of(
+    Query::from(QueryItem::new().payload_all_of([("n", json!(1)), ("n", json!(2))])),
+    InvalidInput::ContradictoryQueryItem {
+        item: 0,
+        reason: "two \"all of\" payload predicates ask for different values at one path".into()
+    }
+)]
+#[case::scalar_at_root(
+    Query::from(QueryItem::new().payload_contains(json!(5))),
+    InvalidInput::ContradictoryQueryItem {
+        item: 0,
+        reason: "a payload is a JSON object and cannot contain a number at its root".into()
+    }
+)]
+#[case::nul_in_query_tag(
+    Query::from(QueryItem::tagged(["a\0"])),
+    InvalidInput::NulCharacter { location: "query item #0: tag".into() }
+)]
+#[case::nul_in_query_value(
+    Query::from(QueryItem::new().payload_all_of([("k", json!("\0"))])),
+    InvalidInput::NulCharacter { location: "query item #0: payload predicate value".into() }
+)]
+#[case::empty_time_range(
+    Query::all().occurred_from(time::OffsetDateTime::UNIX_EPOCH).occurred_before(time::OffsetDateTime::UNIX_EPOCH),
+    InvalidInput::EmptyTimeRange
+)]
+#[tokio::test]
+async fn bad_queries_are_rejected_by_reads_and_guarded_appends(
+    #[case] query: Query,
+    #[case] expected: InvalidInput,
+) {
+    let store = common::store().await;
+    let err = store
+        .read(&query, ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(&err), &expected);
+    let err = store
+        .append([valid()], Some(AppendCondition::new(query, None)))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(&err), &expected);
+    assert_eq!(common::row_count(&store).await, 0, "nothing written");
+}
+
+#[tokio::test]
+async fn equal_numbers_in_all_of_are_not_a_contradiction() {
+    let query = Query::from(QueryItem::new().payload_all_of([("n", json!(1)), ("n", json!(1.0))]));
+    assert_eq!(query.validate(), Ok(()));
+}
+
+#[tokio::test]
+async fn out_of_range_positions_are_rejected() {
+    let store = common::store().await;
+    let err = store
+        .append(
+            [valid()],
+            Some(AppendCondition::new(Query::all(), Some(u64::MAX))),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(&err), &InvalidInput::PositionOutOfRange(u64::MAX));
+    let err = store
+        .read(&Query::all(), ReadOptions::default().from_position(1 << 63))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(&err), &InvalidInput::PositionOutOfRange(1 << 63));
+    assert_eq!(common::row_count(&store).await, 0);
+}
+
+#[rstest]
+#[case::empty("")]
+#[case::upper_case("Events")]
+#[case::quote("a\"b")]
+#[case::injection("x; DROP TABLE events; --")]
+#[case::reserved_prefix("pg_temp")]
+#[case::too_long("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijkl")]
+#[tokio::test]
+async fn invalid_schema_names_are_rejected(#[case] name: &str) {
+    let store = common::store().await;
+    let err = store.with_schema(name).unwrap_err();
+    assert_eq!(
+        invalid(&err),
+        &InvalidInput::InvalidIdentifier(name.to_string())
+    );
+}
+
+const HOSTILE: &[&str] = &[
+    "it's",
+    "quote\"double",
+    "back\\slash",
+    "'; DROP TABLE events; --",
+    "$1",
+    "$$ dollar $$",
+    "@> ?| ?&",
+    "{\"json\": true}",
+    "ünïcødé ✓ 日本語 🙂",
+    "new\nline\ttab",
+    "%_ like wildcards",
+];
+
+#[tokio::test]
+async fn hostile_strings_are_stored_and_matched_literally() {
+    let store = common::store().await;
+    for (i, s) in HOSTILE.iter().enumerate() {
+        let mut payload = serde_json::Map::new();
+        payload.insert(s.to_string(), json!(s));
+        payload.insert("i".into(), json!(i));
+        store
+            .append(
+                [Event::new(*s, Value::Object(payload)).with_tags([*s])],
+                Some(AppendCondition::new(
+                    Query::from(QueryItem::types([*s]).tags([*s])),
+                    None,
+                )),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("appending {s:?}: {e}"));
+    }
+    for (i, s) in HOSTILE.iter().enumerate() {
+        for query in [
+            Query::from(QueryItem::types([*s])),
+            Query::from(QueryItem::tagged([*s])),
+            Query::from(QueryItem::new().payload_all_of([(*s, json!(s))])),
+            Query::from(QueryItem::new().payload_any_of([
+                dcbstore::PayloadPredicate::new([*s, "nested"], json!(1)),
+                dcbstore::PayloadPredicate::new(*s, json!(s)),
+            ])),
+        ] {
+            let read = store.read(&query, ReadOptions::default()).await.unwrap();
+            assert_eq!(read.len(), 1, "{s:?} via {query:?}");
+            let e = &read.events()[0];
+            assert_eq!(e.payload["i"], json!(i));
+            assert_eq!(e.event_type, *s);
+            assert_eq!(e.tags, [*s]);
+        }
+    }
+    assert_eq!(common::row_count(&store).await, HOSTILE.len() as i64);
+}

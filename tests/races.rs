@@ -1,0 +1,249 @@
+//! The guard under concurrency: many writers on separate connections race on one boundary, and
+//! an invariant is checked afterwards by replaying the log.
+
+mod common;
+
+use std::sync::Arc;
+
+use dcbstore::{AppendCondition, Event, PgEventStore, Query, QueryItem, ReadOptions};
+use serde_json::json;
+use tokio::sync::Barrier;
+
+const WRITERS: usize = 32;
+
+/// Runs `WRITERS` tasks that each get their own pooled connection and start together.
+async fn race<F, Fut, T>(store: &PgEventStore, writer: F) -> Vec<T>
+where
+    F: Fn(PgEventStore, usize, Arc<Barrier>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|i| tokio::spawn(writer(store.clone(), i, barrier.clone())))
+        .collect();
+    let mut results = Vec::with_capacity(WRITERS);
+    for t in tasks {
+        results.push(t.await.expect("writer task"));
+    }
+    results
+}
+
+/// (a) Students compete for the seats of a course with capacity 5: read the course's events,
+/// decide, append guarded; retry on conflict. Every round ends with exactly 5 subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn course_capacity_is_never_exceeded() {
+    const CAPACITY: usize = 5;
+    const ROUNDS: usize = 8;
+    let store = common::store_with_pool(WRITERS + 1).await;
+    for round in 0..ROUNDS {
+        let course = format!("course:r{round}");
+        store
+            .append(
+                [Event::new("CourseDefined", json!({"capacity": CAPACITY}))
+                    .with_tags([course.clone()])],
+                None,
+            )
+            .await
+            .unwrap();
+        let outcomes = race(&store, |store, student, barrier| {
+            let course = course.clone();
+            async move {
+                let query = Query::from(QueryItem::tagged([course.clone()]));
+                let mut first = true;
+                loop {
+                    let read = store.read(&query, ReadOptions::default()).await.unwrap();
+                    if first {
+                        barrier.wait().await;
+                        first = false;
+                    }
+                    let capacity = read
+                        .iter()
+                        .find(|e| e.event_type == "CourseDefined")
+                        .map(|e| e.payload["capacity"].as_u64().unwrap() as usize)
+                        .unwrap();
+                    let taken = read
+                        .iter()
+                        .filter(|e| e.event_type == "StudentSubscribed")
+                        .count();
+                    if taken >= capacity {
+                        return false;
+                    }
+                    let subscribe = Event::new("StudentSubscribed", json!({"student": student}))
+                        .with_tags([course.clone(), format!("student:{student}")]);
+                    match store
+                        .append(
+                            [subscribe],
+                            Some(AppendCondition::new(query.clone(), read.last_position())),
+                        )
+                        .await
+                    {
+                        Ok(_) => return true,
+                        Err(e) if e.is_append_condition_failed() => continue,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            }
+        })
+        .await;
+        let winners = outcomes.iter().filter(|w| **w).count();
+        // Replay the log: count the subscriptions of this course.
+        let subscriptions = common::all_events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == "StudentSubscribed" && e.has_tag(&course))
+            .count();
+        assert_eq!(
+            subscriptions, CAPACITY,
+            "round {round}: the log holds {subscriptions} subscriptions"
+        );
+        assert_eq!(winners, CAPACITY, "round {round}");
+    }
+}
+
+/// (b) Everyone claims the same username at once: exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_username_is_claimed_once() {
+    const ROUNDS: usize = 10;
+    let store = common::store_with_pool(WRITERS + 1).await;
+    for round in 0..ROUNDS {
+        let tag = format!("username:user{round}");
+        let outcomes = race(&store, |store, writer, barrier| {
+            let tag = tag.clone();
+            async move {
+                let query = Query::from(QueryItem::tagged([tag.clone()]));
+                let read = store.read(&query, ReadOptions::default()).await.unwrap();
+                assert!(read.is_empty());
+                barrier.wait().await;
+                let claim = Event::new("UsernameClaimed", json!({"by": writer})).with_tags([tag]);
+                match store
+                    .append(
+                        [claim],
+                        Some(AppendCondition::new(query, read.last_position())),
+                    )
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) if e.is_append_condition_failed() => false,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+        })
+        .await;
+        let claims = common::all_events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.has_tag(&tag))
+            .count();
+        assert_eq!(claims, 1, "round {round}: the log holds {claims} claims");
+        assert_eq!(outcomes.iter().filter(|w| **w).count(), 1, "round {round}");
+    }
+}
+
+/// (c) Half the writers guard with a type-only query, half with a tag-only query; both match
+/// the event every writer appends. Only one may commit per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn type_only_and_tag_only_conditions_exclude_each_other() {
+    const ROUNDS: usize = 10;
+    let store = common::store_with_pool(WRITERS + 1).await;
+    for round in 0..ROUNDS {
+        let event_type = format!("SlotTaken{round}");
+        let tag = format!("slot:{round}");
+        let outcomes = race(&store, |store, writer, barrier| {
+            let (event_type, tag) = (event_type.clone(), tag.clone());
+            async move {
+                let query = if writer % 2 == 0 {
+                    Query::from(QueryItem::types([event_type.clone()]))
+                } else {
+                    Query::from(QueryItem::tagged([tag.clone()]))
+                };
+                barrier.wait().await;
+                let taken = Event::new(event_type, json!({"by": writer})).with_tags([tag]);
+                match store
+                    .append([taken], Some(AppendCondition::new(query, None)))
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) if e.is_append_condition_failed() => false,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+        })
+        .await;
+        let taken = common::all_events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.has_tag(&tag))
+            .count();
+        assert_eq!(
+            taken, 1,
+            "round {round}: the log holds {taken} events for one slot"
+        );
+        assert_eq!(outcomes.iter().filter(|w| **w).count(), 1, "round {round}");
+    }
+}
+
+/// (d) A payload-keyed condition against writers whose events carry no tags: the lending rule
+/// "a copy is lent to one reader at a time" with the book identified only in the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payload_conditions_exclude_each_other() {
+    const ROUNDS: usize = 6;
+    let store = common::store_with_pool(WRITERS + 1).await;
+    for round in 0..ROUNDS {
+        let book = format!("b{round}");
+        let outcomes = race(&store, |store, reader, barrier| {
+            let book = book.clone();
+            async move {
+                // Readers guard on "book or reader", the query a lending decision reads.
+                let query = Query::from(
+                    QueryItem::types(["BookCopyLent", "BookCopyReturned"])
+                        .payload_any_of([("BookID", json!(book)), ("ReaderID", json!(reader))]),
+                );
+                barrier.wait().await;
+                let lent = Event::new("BookCopyLent", json!({"BookID": book, "ReaderID": reader}));
+                match store
+                    .append([lent], Some(AppendCondition::new(query, None)))
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) if e.is_append_condition_failed() => false,
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+        })
+        .await;
+        let lent = common::all_events(&store)
+            .await
+            .into_iter()
+            .filter(|e| e.payload["BookID"] == json!(book))
+            .count();
+        assert_eq!(lent, 1, "round {round}: book lent {lent} times");
+        assert_eq!(outcomes.iter().filter(|w| **w).count(), 1, "round {round}");
+    }
+}
+
+/// Writers on disjoint boundaries all succeed: the locks do not make them conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disjoint_boundaries_all_succeed() {
+    let store = common::store_with_pool(WRITERS + 1).await;
+    let outcomes = race(&store, |store, writer, barrier| async move {
+        let tag = format!("account:{writer}");
+        let query = Query::from(QueryItem::tagged([tag.clone()]));
+        barrier.wait().await;
+        for n in 0..5 {
+            let read = store.read(&query, ReadOptions::default()).await.unwrap();
+            assert_eq!(read.len(), n);
+            store
+                .append(
+                    [Event::new("Deposited", json!({"n": n})).with_tags([tag.clone()])],
+                    Some(AppendCondition::new(query.clone(), read.last_position())),
+                )
+                .await
+                .expect("no one else writes to this boundary");
+        }
+        true
+    })
+    .await;
+    assert!(outcomes.into_iter().all(|ok| ok));
+    assert_eq!(common::row_count(&store).await, (WRITERS * 5) as i64);
+}
