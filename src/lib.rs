@@ -4,18 +4,22 @@
 
 mod error;
 mod event;
+mod jsonb;
 mod locks;
+mod memory;
 mod pg;
 mod query;
 mod sql;
+mod store;
 mod validate;
 
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
-pub use pg::{
-    AppendResult, DEFAULT_MAX_BATCH_SIZE, DEFAULT_SCHEMA, EventStream, PgEventStore, ReadResult,
-};
+pub use jsonb::jsonb_contains;
+pub use memory::MemoryEventStore;
+pub use pg::{DEFAULT_MAX_BATCH_SIZE, DEFAULT_SCHEMA, PgEventStore};
 pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
+pub use store::{AppendResult, EventStore, EventStream, ReadResult};
 
 /// The PostgreSQL driver and pool this crate is built on, re-exported so that callers use the
 /// same versions (e.g. for [`PgEventStore::append_in`]).

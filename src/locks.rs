@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::event::Event;
+use crate::jsonb::numeric_key;
 use crate::query::{Query, QueryItem, is_scalar};
 
 /// At most this many keys are locked by one append before it falls back to the global key.
@@ -165,21 +166,7 @@ fn canonical_scalar(v: &Value) -> String {
         Value::Null => "z".to_string(),
         Value::Bool(b) => format!("b{b}"),
         Value::String(s) => format!("s{s}"),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                format!("n{i}")
-            } else if let Some(u) = n.as_u64() {
-                format!("n{u}")
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 && f.abs() < 9.2e18 {
-                    // Integral floats spell like the integer (and -0.0 like 0).
-                    format!("n{}", f as i64)
-                } else {
-                    format!("n{f}")
-                }
-            }
-        }
+        Value::Number(n) => format!("n{}", numeric_key(n)),
         Value::Array(_) | Value::Object(_) => unreachable!("only scalars are lock keys"),
     }
 }

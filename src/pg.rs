@@ -1,5 +1,6 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -10,11 +11,11 @@ use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, SequencedEvent, validate_batch};
+use crate::event::{Event, SequencedEvent};
 use crate::locks::LockPlan;
 use crate::query::{AppendCondition, Query, ReadOptions};
 use crate::sql::{self, SchemaName, Statement};
-use crate::validate;
+use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "dcbstore";
@@ -27,17 +28,12 @@ const EVENTS_DDL: &str = include_str!("../initdb/02_events.sql");
 /// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
 const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 
-/// A stream of events in read order, owning its connection.
-///
-/// Rows are decoded as they arrive: memory stays flat however many events match.
-pub type EventStream = futures::stream::BoxStream<'static, Result<SequencedEvent>>;
-
 /// An event store in one schema of a PostgreSQL database, over a connection pool.
 ///
 /// Cheap to clone: clones share the pool.
 ///
 /// ```no_run
-/// use dcbstore::{AppendCondition, Event, PgEventStore, Query, QueryItem, ReadOptions};
+/// use dcbstore::{AppendCondition, Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
 /// use serde_json::json;
 ///
 /// # async fn run() -> dcbstore::Result<()> {
@@ -252,77 +248,12 @@ impl PgEventStore {
         Ok(())
     }
 
-    /// Reads the events matching `query`, in position order (newest first with
-    /// [`ReadOptions::backwards`]), and collects them.
-    ///
-    /// Use [`ReadResult::last_position`] as the `after` of the [`AppendCondition`] that guards
-    /// the decision made from them.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] for an invalid query or an out-of-range position; [`Error::Pool`],
-    /// [`Error::Database`] or [`Error::Decode`] when reading fails.
-    ///
-    /// ```no_run
-    /// use dcbstore::{Query, QueryItem, ReadOptions};
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// let course = Query::from(QueryItem::tagged(["course:c1"]));
-    /// let read = store.read(&course, ReadOptions::default()).await?;
-    /// println!("{} events, last at {:?}", read.len(), read.last_position());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn read(&self, query: &Query, options: ReadOptions) -> Result<ReadResult> {
-        let events = self.read_stream(query, options).try_collect().await?;
-        Ok(ReadResult { events })
-    }
-
-    /// Reads the events matching `query` as a stream: rows are decoded as they arrive and never
-    /// all held in memory. The stream holds one pooled connection until it ends or is dropped.
-    ///
-    /// Errors (including an invalid query) come as the stream's first item.
-    ///
-    /// ```no_run
-    /// use dcbstore::{Query, ReadOptions};
-    /// use futures::TryStreamExt;
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// let mut events = store.read_stream(&Query::all(), ReadOptions::default());
-    /// while let Some(event) = events.try_next().await? {
-    ///     println!("{} {}", event.position, event.event_type);
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
-        let statement = self.compile_read(query, &options);
-        let pool = self.pool.clone();
-        stream::once(async move {
-            let statement = statement?;
-            let client = pool.get().await?;
-            let rows = client
-                .query_typed_raw(&statement.sql, statement.params())
-                .await
-                .map_err(Error::db("reading events"))?;
-            Ok::<_, Error>(
-                rows.map_err(Error::db("reading events"))
-                    .and_then(|row| async move { decode(&row) })
-                    // The stream owns the connection until it is dropped.
-                    .map(move |event| {
-                        let _connection = &client;
-                        event
-                    }),
-            )
-        })
-        .try_flatten()
-        .boxed()
-    }
-
-    /// Like [`PgEventStore::read`], on a client or transaction of the caller: inside a
+    /// Like [`EventStore::read`], on a client or transaction of the caller: inside a
     /// transaction the read sees the transaction's own writes.
     ///
     /// # Errors
     ///
-    /// As [`PgEventStore::read`].
+    /// As [`EventStore::read`].
     ///
     /// ```no_run
     /// use dcbstore::{Query, ReadOptions};
@@ -349,62 +280,7 @@ impl PgEventStore {
         Ok(ReadResult { events })
     }
 
-    /// Appends `events` atomically, all or none, and returns their positions.
-    ///
-    /// With a `condition`, the append fails with [`Error::AppendConditionFailed`] and writes
-    /// nothing if an event matching `condition.fail_if_events_match` exists after
-    /// `condition.after`. This holds under any number of concurrent writers: see the crate
-    /// documentation for how.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::AppendConditionFailed`] as above; [`Error::InvalidInput`] for an empty or
-    /// oversized batch, an empty event type or tag, a payload or metadata that is not a JSON
-    /// object, a NUL character, or an invalid condition query; [`Error::DuplicateEventId`] when
-    /// an event id is already stored; [`Error::Pool`] or [`Error::Database`] otherwise.
-    ///
-    /// ```no_run
-    /// use dcbstore::{AppendCondition, Event, Query, QueryItem, ReadOptions};
-    /// use serde_json::json;
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// let positions = store
-    ///     .append([Event::new("CourseDefined", json!({"id": "c1", "capacity": 10}))
-    ///         .with_tags(["course:c1"])], None)
-    ///     .await?;
-    /// println!("written at {:?}", positions.positions());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn append(
-        &self,
-        events: impl IntoIterator<Item = Event>,
-        condition: Option<AppendCondition>,
-    ) -> Result<AppendResult> {
-        let prepared = self.prepare_append(events.into_iter().collect(), condition.as_ref())?;
-        let mut client = self.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::ReadCommitted)
-            .start()
-            .await
-            .map_err(Error::db("starting the append's transaction"))?;
-        let result = prepared.run(&tx).await;
-        match result {
-            Ok(appended) => {
-                tx.commit()
-                    .await
-                    .map_err(Error::db("committing the append"))?;
-                Ok(appended)
-            }
-            Err(e) => {
-                // The connection goes back to the pool; a failed rollback only means it is gone.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Like [`PgEventStore::append`], inside the caller's transaction, so that e.g. a read model
+    /// Like [`EventStore::append`], inside the caller's transaction, so that e.g. a read model
     /// can be updated in the same commit. The events become visible when the caller commits.
     ///
     /// The transaction must run at READ COMMITTED (PostgreSQL's default; the advisory locks this
@@ -418,7 +294,7 @@ impl PgEventStore {
     ///
     /// # Errors
     ///
-    /// As [`PgEventStore::append`], plus [`Error::UnsupportedIsolation`]. After an error, roll
+    /// As [`EventStore::append`], plus [`Error::UnsupportedIsolation`]. After an error, roll
     /// the transaction back.
     ///
     /// ```no_run
@@ -451,27 +327,8 @@ impl PgEventStore {
         prepared.run(transaction).await
     }
 
-    /// The position of the newest event, `None` while the store is empty.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Pool`] or [`Error::Database`].
-    ///
-    /// ```no_run
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// println!("head: {:?}", store.head().await?);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn head(&self) -> Result<Option<u64>> {
-        let last = self
-            .read(&Query::all(), ReadOptions::default().backwards().limit(1))
-            .await?;
-        Ok(last.last_position())
-    }
-
     fn compile_read(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
-        query.validate()?;
+        check_read(query, options)?;
         Ok(sql::select_events(&self.config.schema, query, options)?)
     }
 
@@ -480,15 +337,11 @@ impl PgEventStore {
         events: Vec<Event>,
         condition: Option<&AppendCondition>,
     ) -> Result<PreparedAppend> {
-        validate_batch(&events, self.config.max_batch_size)?;
-        let guard = match condition {
-            Some(c) => {
-                c.fail_if_events_match.validate()?;
-                let after = c.after.map(validate::position).transpose()?;
-                Some((&c.fail_if_events_match, after))
-            }
-            None => None,
-        };
+        check_append(&events, condition, self.config.max_batch_size)?;
+        let guard = condition.map(|c| {
+            let after = c.after.map(|p| p as i64); // checked above: fits a bigint
+            (&c.fail_if_events_match, after)
+        });
         let schema = &self.config.schema;
         Ok(PreparedAppend {
             locks: LockPlan::new(
@@ -500,6 +353,64 @@ impl PgEventStore {
             after: condition.map(|c| c.after),
             events,
         })
+    }
+}
+
+impl EventStore for PgEventStore {
+    fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
+        let statement = self.compile_read(query, &options);
+        let pool = self.pool.clone();
+        stream::once(async move {
+            let statement = statement?;
+            let client = pool.get().await?;
+            let rows = client
+                .query_typed_raw(&statement.sql, statement.params())
+                .await
+                .map_err(Error::db("reading events"))?;
+            Ok::<_, Error>(
+                rows.map_err(Error::db("reading events"))
+                    .and_then(|row| async move { decode(&row) })
+                    // The stream owns the connection until it is dropped.
+                    .map(move |event| {
+                        let _connection = &client;
+                        event
+                    }),
+            )
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn append(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        condition: Option<AppendCondition>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send {
+        let prepared = self.prepare_append(events.into_iter().collect(), condition.as_ref());
+        let pool = self.pool.clone();
+        async move {
+            let prepared = prepared?;
+            let mut client = pool.get().await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await
+                .map_err(Error::db("starting the append's transaction"))?;
+            match prepared.run(&tx).await {
+                Ok(appended) => {
+                    tx.commit()
+                        .await
+                        .map_err(Error::db("committing the append"))?;
+                    Ok(appended)
+                }
+                Err(e) => {
+                    // A failed rollback only means the connection is gone; report the cause.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        }
     }
 }
 
@@ -582,157 +493,4 @@ fn decode(row: &Row) -> Result<SequencedEvent> {
         },
         occurred_at: row.try_get(6).map_err(fail)?,
     })
-}
-
-/// The events a read returned, in read order.
-///
-/// ```no_run
-/// use dcbstore::{Query, ReadOptions};
-/// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-/// let read = store.read(&Query::all(), ReadOptions::default()).await?;
-/// for event in &read {
-///     println!("{} {}", event.position, event.event_type);
-/// }
-/// let after = read.last_position(); // for the AppendCondition
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReadResult {
-    events: Vec<SequencedEvent>,
-}
-
-impl ReadResult {
-    /// The highest position read, `None` when nothing matched: the `after` of an
-    /// [`AppendCondition`] guarding a decision made from these events.
-    ///
-    /// ```
-    /// assert_eq!(dcbstore::ReadResult::default().last_position(), None);
-    /// ```
-    pub fn last_position(&self) -> Option<u64> {
-        self.events.iter().map(|e| e.position).max()
-    }
-
-    /// The events, in read order.
-    ///
-    /// ```
-    /// assert!(dcbstore::ReadResult::default().events().is_empty());
-    /// ```
-    pub fn events(&self) -> &[SequencedEvent] {
-        &self.events
-    }
-
-    /// Takes the events out.
-    ///
-    /// ```
-    /// let events: Vec<dcbstore::SequencedEvent> = dcbstore::ReadResult::default().into_events();
-    /// assert!(events.is_empty());
-    /// ```
-    pub fn into_events(self) -> Vec<SequencedEvent> {
-        self.events
-    }
-
-    /// Number of events read.
-    ///
-    /// ```
-    /// assert_eq!(dcbstore::ReadResult::default().len(), 0);
-    /// ```
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    /// `true` when nothing matched.
-    ///
-    /// ```
-    /// assert!(dcbstore::ReadResult::default().is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    /// Iterates over the events in read order.
-    ///
-    /// ```
-    /// assert_eq!(dcbstore::ReadResult::default().iter().count(), 0);
-    /// ```
-    pub fn iter(&self) -> std::slice::Iter<'_, SequencedEvent> {
-        self.events.iter()
-    }
-}
-
-impl From<Vec<SequencedEvent>> for ReadResult {
-    fn from(events: Vec<SequencedEvent>) -> Self {
-        Self { events }
-    }
-}
-
-impl<'a> IntoIterator for &'a ReadResult {
-    type Item = &'a SequencedEvent;
-    type IntoIter = std::slice::Iter<'a, SequencedEvent>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.events.iter()
-    }
-}
-
-impl IntoIterator for ReadResult {
-    type Item = SequencedEvent;
-    type IntoIter = std::vec::IntoIter<SequencedEvent>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.events.into_iter()
-    }
-}
-
-/// What an append wrote.
-///
-/// ```no_run
-/// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-/// use dcbstore::Event;
-/// let written = store
-///     .append([Event::new("A", serde_json::json!({})), Event::new("B", serde_json::json!({}))], None)
-///     .await?;
-/// assert_eq!(written.positions().len(), 2);
-/// assert_eq!(written.last_position(), written.positions()[1]);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppendResult {
-    /// Never empty: an append writes at least one event.
-    positions: Vec<u64>,
-}
-
-impl AppendResult {
-    /// Wraps the positions of a successful append (at least one).
-    pub(crate) fn new(positions: Vec<u64>) -> Self {
-        debug_assert!(!positions.is_empty());
-        Self { positions }
-    }
-
-    /// The positions of the appended events, in batch order.
-    ///
-    /// ```no_run
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// let written = store.append([dcbstore::Event::new("A", serde_json::json!({}))], None).await?;
-    /// println!("{:?}", written.positions());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn positions(&self) -> &[u64] {
-        &self.positions
-    }
-
-    /// The position of the batch's last event.
-    ///
-    /// ```no_run
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// let written = store.append([dcbstore::Event::new("A", serde_json::json!({}))], None).await?;
-    /// println!("now at {}", written.last_position());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn last_position(&self) -> u64 {
-        self.positions[self.positions.len() - 1]
-    }
 }

@@ -5,6 +5,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::InvalidInput;
+use crate::event::{Event, SequencedEvent};
+use crate::jsonb::{jsonb_contains, scalar_eq};
 use crate::validate;
 
 /// A filter over the event log: the OR of its [`QueryItem`]s, or every event
@@ -119,6 +121,30 @@ impl Query {
     /// ```
     pub fn occurred_range(&self) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
         (self.occurred_from, self.occurred_before)
+    }
+
+    /// `true` when `event` matches: the same answer PostgreSQL's compiled filter gives.
+    ///
+    /// ```
+    /// use dcbstore::{Event, Query, QueryItem, SequencedEvent};
+    /// use serde_json::json;
+    ///
+    /// let query = Query::from(QueryItem::types(["Lent"]).payload_all_of([("BookID", json!("b1"))]));
+    /// let event = SequencedEvent {
+    ///     position: 1,
+    ///     occurred_at: time::OffsetDateTime::now_utc(),
+    ///     event: Event::new("Lent", json!({"BookID": "b1", "ReaderID": "r1"})),
+    /// };
+    /// assert!(query.matches(&event));
+    /// ```
+    pub fn matches(&self, event: &SequencedEvent) -> bool {
+        let in_range = self
+            .occurred_from
+            .is_none_or(|from| event.occurred_at >= from)
+            && self
+                .occurred_before
+                .is_none_or(|before| event.occurred_at < before);
+        in_range && (self.all || self.items.iter().any(|item| item.matches(&event.event)))
     }
 
     /// Checks that the query can be compiled: at least one item (or [`Query::all`]), no empty or
@@ -346,6 +372,32 @@ impl QueryItem {
         self.any_of.as_deref()
     }
 
+    /// `true` when `event` satisfies every constraint of the item.
+    ///
+    /// ```
+    /// use dcbstore::{Event, QueryItem};
+    /// use serde_json::json;
+    ///
+    /// let item = QueryItem::types(["Subscribed"]).tags(["course:c1"]);
+    /// let event = Event::new("Subscribed", json!({})).with_tags(["course:c1", "student:s1"]);
+    /// assert!(item.matches(&event));
+    /// assert!(!item.matches(&Event::new("Subscribed", json!({}))));
+    /// ```
+    pub fn matches(&self, event: &Event) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.contains(&event.event_type))
+            && self.tags.iter().all(|t| event.has_tag(t))
+            && self
+                .all_of
+                .iter()
+                .all(|p| jsonb_contains(&event.payload, &p.containment()))
+            && self.any_of.as_ref().is_none_or(|any| {
+                any.iter()
+                    .any(|p| jsonb_contains(&event.payload, &p.containment()))
+            })
+    }
+
     fn validate(&self, item: usize) -> Result<(), InvalidInput> {
         let contradiction = |reason: &str| InvalidInput::ContradictoryQueryItem {
             item,
@@ -425,23 +477,6 @@ fn merge_containment(acc: &mut Value, add: &Value) -> bool {
 
 pub(crate) fn is_scalar(v: &Value) -> bool {
     !matches!(v, Value::Array(_) | Value::Object(_))
-}
-
-/// Scalar equality as JSONB compares it: numbers numerically.
-pub(crate) fn scalar_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (as_i128(x), as_i128(y)) {
-            (Some(x), Some(y)) => x == y,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        _ => a == b,
-    }
-}
-
-fn as_i128(n: &serde_json::Number) -> Option<i128> {
-    n.as_i64()
-        .map(i128::from)
-        .or_else(|| n.as_u64().map(i128::from))
 }
 
 /// Where in the payload a [`PayloadPredicate`] looks: a sequence of object keys.

@@ -1,20 +1,24 @@
-//! The guard under concurrency: many writers on separate connections race on one boundary, and
-//! an invariant is checked afterwards by replaying the log.
+//! The guard under concurrency: many writers (for PostgreSQL, each on its own connection) race
+//! on one boundary, and an invariant is checked afterwards by replaying the log. Every race runs
+//! on both backends.
 
 mod common;
 
 use std::sync::Arc;
 
-use dcbstore::{AppendCondition, Event, PgEventStore, Query, QueryItem, ReadOptions};
+use dcbstore::{AppendCondition, Event, EventStore, Query, QueryItem, ReadOptions};
+use rstest::rstest;
 use serde_json::json;
 use tokio::sync::Barrier;
+
+use common::{AnyStore, Backend};
 
 const WRITERS: usize = 32;
 
 /// Runs `WRITERS` tasks that each get their own pooled connection and start together.
-async fn race<F, Fut, T>(store: &PgEventStore, writer: F) -> Vec<T>
+async fn race<F, Fut, T>(store: &AnyStore, writer: F) -> Vec<T>
 where
-    F: Fn(PgEventStore, usize, Arc<Barrier>) -> Fut,
+    F: Fn(AnyStore, usize, Arc<Barrier>) -> Fut,
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
@@ -31,11 +35,14 @@ where
 
 /// (a) Students compete for the seats of a course with capacity 5: read the course's events,
 /// decide, append guarded; retry on conflict. Every round ends with exactly 5 subscriptions.
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn course_capacity_is_never_exceeded() {
+async fn course_capacity_is_never_exceeded(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
     const CAPACITY: usize = 5;
     const ROUNDS: usize = 8;
-    let store = common::store_with_pool(WRITERS + 1).await;
+    let store = AnyStore::new(backend).await;
     for round in 0..ROUNDS {
         let course = format!("course:r{round}");
         store
@@ -88,7 +95,8 @@ async fn course_capacity_is_never_exceeded() {
         .await;
         let winners = outcomes.iter().filter(|w| **w).count();
         // Replay the log: count the subscriptions of this course.
-        let subscriptions = common::all_events(&store)
+        let subscriptions = store
+            .all_events()
             .await
             .into_iter()
             .filter(|e| e.event_type == "StudentSubscribed" && e.has_tag(&course))
@@ -102,10 +110,13 @@ async fn course_capacity_is_never_exceeded() {
 }
 
 /// (b) Everyone claims the same username at once: exactly one wins.
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_username_is_claimed_once() {
+async fn a_username_is_claimed_once(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
     const ROUNDS: usize = 10;
-    let store = common::store_with_pool(WRITERS + 1).await;
+    let store = AnyStore::new(backend).await;
     for round in 0..ROUNDS {
         let tag = format!("username:user{round}");
         let outcomes = race(&store, |store, writer, barrier| {
@@ -130,7 +141,8 @@ async fn a_username_is_claimed_once() {
             }
         })
         .await;
-        let claims = common::all_events(&store)
+        let claims = store
+            .all_events()
             .await
             .into_iter()
             .filter(|e| e.has_tag(&tag))
@@ -142,10 +154,13 @@ async fn a_username_is_claimed_once() {
 
 /// (c) Half the writers guard with a type-only query, half with a tag-only query; both match
 /// the event every writer appends. Only one may commit per round.
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn type_only_and_tag_only_conditions_exclude_each_other() {
+async fn type_only_and_tag_only_conditions_exclude_each_other(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
     const ROUNDS: usize = 10;
-    let store = common::store_with_pool(WRITERS + 1).await;
+    let store = AnyStore::new(backend).await;
     for round in 0..ROUNDS {
         let event_type = format!("SlotTaken{round}");
         let tag = format!("slot:{round}");
@@ -170,7 +185,8 @@ async fn type_only_and_tag_only_conditions_exclude_each_other() {
             }
         })
         .await;
-        let taken = common::all_events(&store)
+        let taken = store
+            .all_events()
             .await
             .into_iter()
             .filter(|e| e.has_tag(&tag))
@@ -185,10 +201,13 @@ async fn type_only_and_tag_only_conditions_exclude_each_other() {
 
 /// (d) A payload-keyed condition against writers whose events carry no tags: the lending rule
 /// "a copy is lent to one reader at a time" with the book identified only in the payload.
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn payload_conditions_exclude_each_other() {
+async fn payload_conditions_exclude_each_other(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
     const ROUNDS: usize = 6;
-    let store = common::store_with_pool(WRITERS + 1).await;
+    let store = AnyStore::new(backend).await;
     for round in 0..ROUNDS {
         let book = format!("b{round}");
         let outcomes = race(&store, |store, reader, barrier| {
@@ -212,7 +231,8 @@ async fn payload_conditions_exclude_each_other() {
             }
         })
         .await;
-        let lent = common::all_events(&store)
+        let lent = store
+            .all_events()
             .await
             .into_iter()
             .filter(|e| e.payload["BookID"] == json!(book))
@@ -223,9 +243,12 @@ async fn payload_conditions_exclude_each_other() {
 }
 
 /// Writers on disjoint boundaries all succeed: the locks do not make them conflict.
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn disjoint_boundaries_all_succeed() {
-    let store = common::store_with_pool(WRITERS + 1).await;
+async fn disjoint_boundaries_all_succeed(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
     let outcomes = race(&store, |store, writer, barrier| async move {
         let tag = format!("account:{writer}");
         let query = Query::from(QueryItem::tagged([tag.clone()]));
@@ -245,5 +268,5 @@ async fn disjoint_boundaries_all_succeed() {
     })
     .await;
     assert!(outcomes.into_iter().all(|ok| ok));
-    assert_eq!(common::row_count(&store).await, (WRITERS * 5) as i64);
+    assert_eq!(store.row_count().await, (WRITERS * 5) as i64);
 }

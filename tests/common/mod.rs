@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 
 use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use dcbstore::tokio_postgres::{self, NoTls};
-use dcbstore::{Event, PgEventStore, Query, ReadOptions, SequencedEvent};
+use dcbstore::{
+    AppendCondition, AppendResult, Event, EventStore, EventStream, MemoryEventStore, PgEventStore,
+    Query, ReadOptions, SequencedEvent,
+};
 
 /// PostgreSQL image for testcontainers: pinned, current.
 const IMAGE_TAG: &str = "17.6-alpine";
@@ -149,4 +152,74 @@ pub async fn row_count(store: &PgEventStore) -> i64 {
 /// An event of type `event_type` with `tags` and payload `payload`.
 pub fn event(event_type: &str, tags: &[&str], payload: serde_json::Value) -> Event {
     Event::new(event_type, payload).with_tags(tags.iter().copied())
+}
+
+/// Which backend a conformance case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Memory,
+}
+
+/// A store of either backend, so that one test body runs on both.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Postgres(PgEventStore),
+    Memory(MemoryEventStore),
+}
+
+impl AnyStore {
+    /// A fresh, empty store of `backend` (for PostgreSQL, in a schema of the running test).
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_max_batch_size(backend, dcbstore::DEFAULT_MAX_BATCH_SIZE).await
+    }
+
+    /// Like [`AnyStore::new`], with a batch size limit.
+    pub async fn with_max_batch_size(backend: Backend, max: usize) -> Self {
+        match backend {
+            Backend::Postgres => {
+                AnyStore::Postgres(store_with_pool(40).await.with_max_batch_size(max))
+            }
+            Backend::Memory => AnyStore::Memory(MemoryEventStore::new().with_max_batch_size(max)),
+        }
+    }
+
+    /// Number of stored events: for PostgreSQL counted in SQL, bypassing the store.
+    pub async fn row_count(&self) -> i64 {
+        match self {
+            AnyStore::Postgres(s) => row_count(s).await,
+            AnyStore::Memory(s) => s.len() as i64,
+        }
+    }
+
+    /// Every event, in position order.
+    pub async fn all_events(&self) -> Vec<SequencedEvent> {
+        self.read(&Query::all(), ReadOptions::default())
+            .await
+            .expect("reading the whole log")
+            .into_events()
+    }
+}
+
+impl EventStore for AnyStore {
+    fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
+        match self {
+            AnyStore::Postgres(s) => s.read_stream(query, options),
+            AnyStore::Memory(s) => s.read_stream(query, options),
+        }
+    }
+
+    fn append(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        condition: Option<AppendCondition>,
+    ) -> impl std::future::Future<Output = dcbstore::Result<AppendResult>> + Send {
+        let (store, events) = (self.clone(), events.into_iter().collect::<Vec<_>>());
+        async move {
+            match store {
+                AnyStore::Postgres(s) => s.append(events, condition).await,
+                AnyStore::Memory(s) => s.append(events, condition).await,
+            }
+        }
+    }
 }

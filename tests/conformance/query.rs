@@ -1,21 +1,19 @@
 //! Query semantics: every kind of query item and combination, and the read options, against a
-//! fixed set of events in real PostgreSQL.
-
-mod common;
+//! fixed set of events.
 
 use std::collections::HashMap;
 
-use dcbstore::{PgEventStore, Query, QueryItem, ReadOptions};
+use dcbstore::{EventStore, Query, QueryItem, ReadOptions};
 use futures::TryStreamExt;
 use rstest::rstest;
 use serde_json::json;
 
-use common::event;
+use crate::common::{AnyStore, Backend, event};
 
 /// Appends the fixture and returns the store with a map from position to fixture number
 /// (1-based, in append order).
-async fn fixture() -> (PgEventStore, HashMap<u64, usize>) {
-    let store = common::store().await;
+async fn fixture(backend: Backend) -> (AnyStore, HashMap<u64, usize>) {
+    let store = AnyStore::new(backend).await;
     let events = vec![
         event(
             "CourseDefined",
@@ -106,8 +104,12 @@ async fn fixture() -> (PgEventStore, HashMap<u64, usize>) {
 )]
 #[case::wrong_type_for_payload(QueryItem::types(["CourseDefined"]).payload_all_of([("student", json!("s1"))]), &[])]
 #[tokio::test]
-async fn items(#[case] item: QueryItem, #[case] expected: &[usize]) {
-    let (store, numbers) = fixture().await;
+async fn items(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    #[case] item: QueryItem,
+    #[case] expected: &[usize],
+) {
+    let (store, numbers) = fixture(backend).await;
     assert_matches(&store, &numbers, &Query::from(item), expected).await;
 }
 
@@ -133,13 +135,17 @@ async fn items(#[case] item: QueryItem, #[case] expected: &[usize]) {
 )]
 #[case::all(Query::all(), &[1, 2, 3, 4, 5, 6, 7, 8, 9])]
 #[tokio::test]
-async fn queries(#[case] query: Query, #[case] expected: &[usize]) {
-    let (store, numbers) = fixture().await;
+async fn queries(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    #[case] query: Query,
+    #[case] expected: &[usize],
+) {
+    let (store, numbers) = fixture(backend).await;
     assert_matches(&store, &numbers, &query, expected).await;
 }
 
 async fn assert_matches(
-    store: &PgEventStore,
+    store: &AnyStore,
     numbers: &HashMap<u64, usize>,
     query: &Query,
     expected: &[usize],
@@ -163,8 +169,12 @@ async fn assert_matches(
 #[case::limit_zero(ReadOptions::default().limit(0), &[])]
 #[case::from_beyond_head(ReadOptions::default().from_position(1000), &[])]
 #[tokio::test]
-async fn read_options(#[case] options: ReadOptions, #[case] expected: &[usize]) {
-    let (store, numbers) = fixture().await;
+async fn read_options(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    #[case] options: ReadOptions,
+    #[case] expected: &[usize],
+) {
+    let (store, numbers) = fixture(backend).await;
     // The fixture's positions are 1..=9 in a fresh schema; `from` refers to them directly.
     assert!(numbers.iter().all(|(p, n)| *p as usize == *n));
     let read = store
@@ -175,9 +185,12 @@ async fn read_options(#[case] options: ReadOptions, #[case] expected: &[usize]) 
     assert_eq!(got, expected, "{options:?}");
 }
 
+#[rstest]
 #[tokio::test]
-async fn last_position_is_the_highest_position_read() {
-    let (store, _) = fixture().await;
+async fn last_position_is_the_highest_position_read(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let (store, _) = fixture(backend).await;
     let course = Query::from(QueryItem::tagged(["course:c1"]));
     let forward = store.read(&course, ReadOptions::default()).await.unwrap();
     let backwards = store
@@ -197,9 +210,10 @@ async fn last_position_is_the_highest_position_read() {
     assert_eq!(store.head().await.unwrap(), Some(9));
 }
 
+#[rstest]
 #[tokio::test]
-async fn occurred_at_range() {
-    let store = common::store().await;
+async fn occurred_at_range(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
+    let store = AnyStore::new(backend).await;
     let first = store
         .append([event("Tick", &[], json!({"n": 1}))], None)
         .await
@@ -209,7 +223,7 @@ async fn occurred_at_range() {
         .append([event("Tick", &[], json!({"n": 2}))], None)
         .await
         .unwrap();
-    let all = common::all_events(&store).await;
+    let all = store.all_events().await;
     let (t1, t2) = (all[0].occurred_at, all[1].occurred_at);
     assert!(t1 < t2);
     let ticks = || Query::from(QueryItem::types(["Tick"]));
@@ -238,9 +252,12 @@ async fn occurred_at_range() {
     assert_eq!(first.positions(), [all[0].position]);
 }
 
+#[rstest]
 #[tokio::test]
-async fn stream_yields_what_read_collects() {
-    let (store, _) = fixture().await;
+async fn stream_yields_what_read_collects(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let (store, _) = fixture(backend).await;
     let query = Query::from(QueryItem::types(["StudentSubscribed", "BookCopyLent"]));
     let options = ReadOptions::default().backwards();
     let streamed: Vec<_> = store
@@ -253,9 +270,10 @@ async fn stream_yields_what_read_collects() {
     assert_eq!(streamed.len(), 5);
 }
 
+#[rstest]
 #[tokio::test]
-async fn events_round_trip() {
-    let store = common::store().await;
+async fn events_round_trip(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
+    let store = AnyStore::new(backend).await;
     let original = event(
         "Everything",
         &["a:1", "b:2"],
@@ -263,7 +281,7 @@ async fn events_round_trip() {
     )
     .with_metadata(json!({"correlation": "x"}));
     let written = store.append([original.clone()], None).await.unwrap();
-    let stored = common::all_events(&store).await;
+    let stored = store.all_events().await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].position, written.last_position());
     assert_eq!(stored[0].event, original);

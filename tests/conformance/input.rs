@@ -1,13 +1,13 @@
 //! Bad input gets a typed error and writes nothing; hostile strings are stored and matched
 //! literally.
 
-mod common;
-
-use dcbstore::{AppendCondition, Error, Event, InvalidInput, Query, QueryItem, ReadOptions};
+use dcbstore::{
+    AppendCondition, Error, Event, EventStore, InvalidInput, Query, QueryItem, ReadOptions,
+};
 use rstest::rstest;
 use serde_json::{Value, json};
 
-use common::event;
+use crate::common::{AnyStore, Backend, event};
 
 fn valid() -> Event {
     event("Valid", &["t:1"], json!({"k": "v"}))
@@ -69,10 +69,11 @@ fn invalid(e: &Error) -> &InvalidInput {
 )]
 #[tokio::test]
 async fn bad_events_are_rejected_and_write_nothing(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
     #[case] events: Vec<Event>,
     #[case] expected: InvalidInput,
 ) {
-    let store = common::store().await;
+    let store = AnyStore::new(backend).await;
     store.append([valid()], None).await.unwrap();
     let err = store.append(events.clone(), None).await.unwrap_err();
     let got = invalid(&err);
@@ -86,19 +87,22 @@ async fn bad_events_are_rejected_and_write_nothing(
         }
         _ => assert_eq!(got, &expected),
     }
-    assert_eq!(common::row_count(&store).await, 1, "nothing written");
+    assert_eq!(store.row_count().await, 1, "nothing written");
 }
 
+#[rstest]
 #[tokio::test]
-async fn oversized_batch_is_rejected() {
-    let store = common::store().await.with_max_batch_size(3);
+async fn oversized_batch_is_rejected(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::with_max_batch_size(backend, 3).await;
     let events: Vec<Event> = (0..4).map(|_| valid()).collect();
     let err = store.append(events, None).await.unwrap_err();
     assert_eq!(
         invalid(&err),
         &InvalidInput::BatchTooLarge { len: 4, max: 3 }
     );
-    assert_eq!(common::row_count(&store).await, 0);
+    assert_eq!(store.row_count().await, 0);
 }
 
 #[rstest]
@@ -151,10 +155,11 @@ async fn oversized_batch_is_rejected() {
 )]
 #[tokio::test]
 async fn bad_queries_are_rejected_by_reads_and_guarded_appends(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
     #[case] query: Query,
     #[case] expected: InvalidInput,
 ) {
-    let store = common::store().await;
+    let store = AnyStore::new(backend).await;
     let err = store
         .read(&query, ReadOptions::default())
         .await
@@ -165,7 +170,7 @@ async fn bad_queries_are_rejected_by_reads_and_guarded_appends(
         .await
         .unwrap_err();
     assert_eq!(invalid(&err), &expected);
-    assert_eq!(common::row_count(&store).await, 0, "nothing written");
+    assert_eq!(store.row_count().await, 0, "nothing written");
 }
 
 #[tokio::test]
@@ -174,9 +179,12 @@ async fn equal_numbers_in_all_of_are_not_a_contradiction() {
     assert_eq!(query.validate(), Ok(()));
 }
 
+#[rstest]
 #[tokio::test]
-async fn out_of_range_positions_are_rejected() {
-    let store = common::store().await;
+async fn out_of_range_positions_are_rejected(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
     let err = store
         .append(
             [valid()],
@@ -190,24 +198,7 @@ async fn out_of_range_positions_are_rejected() {
         .await
         .unwrap_err();
     assert_eq!(invalid(&err), &InvalidInput::PositionOutOfRange(1 << 63));
-    assert_eq!(common::row_count(&store).await, 0);
-}
-
-#[rstest]
-#[case::empty("")]
-#[case::upper_case("Events")]
-#[case::quote("a\"b")]
-#[case::injection("x; DROP TABLE events; --")]
-#[case::reserved_prefix("pg_temp")]
-#[case::too_long("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijkl")]
-#[tokio::test]
-async fn invalid_schema_names_are_rejected(#[case] name: &str) {
-    let store = common::store().await;
-    let err = store.with_schema(name).unwrap_err();
-    assert_eq!(
-        invalid(&err),
-        &InvalidInput::InvalidIdentifier(name.to_string())
-    );
+    assert_eq!(store.row_count().await, 0);
 }
 
 const HOSTILE: &[&str] = &[
@@ -224,9 +215,12 @@ const HOSTILE: &[&str] = &[
     "%_ like wildcards",
 ];
 
+#[rstest]
 #[tokio::test]
-async fn hostile_strings_are_stored_and_matched_literally() {
-    let store = common::store().await;
+async fn hostile_strings_are_stored_and_matched_literally(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
     for (i, s) in HOSTILE.iter().enumerate() {
         let mut payload = serde_json::Map::new();
         payload.insert(s.to_string(), json!(s));
@@ -260,5 +254,5 @@ async fn hostile_strings_are_stored_and_matched_literally() {
             assert_eq!(e.tags, [*s]);
         }
     }
-    assert_eq!(common::row_count(&store).await, HOSTILE.len() as i64);
+    assert_eq!(store.row_count().await, HOSTILE.len() as i64);
 }

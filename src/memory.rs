@@ -1,0 +1,205 @@
+//! [`MemoryEventStore`]: the event store in memory, with PostgreSQL's semantics.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, SequencedEvent};
+use crate::pg::DEFAULT_MAX_BATCH_SIZE;
+use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::store::{AppendResult, EventStore, EventStream, check_append, check_read};
+
+/// An event store in memory: for tests of decision logic, examples and prototypes.
+///
+/// It behaves like [`PgEventStore`](crate::PgEventStore): positions start at 1 and increase,
+/// queries match the same events (payload predicates follow `jsonb @>` exactly, see
+/// [`jsonb_contains`](crate::jsonb_contains)), the same bad input gets the same errors, and
+/// the guard is atomic under concurrent tasks. It is cheap to clone: clones share the log.
+/// Nothing is persisted.
+///
+/// ```
+/// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let course = Query::from(QueryItem::tagged(["course:c1"]));
+/// let read = store.read(&course, ReadOptions::default()).await?;
+/// store
+///     .append(
+///         [Event::new("CourseDefined", json!({"capacity": 10})).with_tags(["course:c1"])],
+///         Some(AppendCondition::new(course, read.last_position())),
+///     )
+///     .await?;
+/// assert_eq!(store.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryEventStore {
+    log: Arc<RwLock<Log>>,
+    max_batch_size: usize,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    events: Vec<Arc<SequencedEvent>>,
+    ids: HashSet<Uuid>,
+}
+
+impl Default for MemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryEventStore {
+    /// An empty store.
+    ///
+    /// ```
+    /// assert!(dcbstore::MemoryEventStore::new().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self {
+            log: Arc::default(),
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+        }
+    }
+
+    /// The same store accepting at most `max` events per append (default
+    /// [`DEFAULT_MAX_BATCH_SIZE`](crate::DEFAULT_MAX_BATCH_SIZE)).
+    ///
+    /// ```
+    /// let store = dcbstore::MemoryEventStore::new().with_max_batch_size(10);
+    /// assert_eq!(store.max_batch_size(), 10);
+    /// ```
+    pub fn with_max_batch_size(self, max: usize) -> Self {
+        Self {
+            max_batch_size: max,
+            ..self
+        }
+    }
+
+    /// The most events one append accepts.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::MemoryEventStore::new().max_batch_size(), dcbstore::DEFAULT_MAX_BATCH_SIZE);
+    /// ```
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+    }
+
+    /// Number of stored events.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::MemoryEventStore::new().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.read_log().events.len()
+    }
+
+    /// `true` while nothing is stored.
+    ///
+    /// ```
+    /// assert!(dcbstore::MemoryEventStore::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read_log(&self) -> RwLockReadGuard<'_, Log> {
+        // A panic while holding the lock cannot leave the log half-written (appends check
+        // everything before they push), so a poisoned lock is still consistent.
+        self.log.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_log(&self) -> RwLockWriteGuard<'_, Log> {
+        self.log.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn select(&self, query: &Query, options: &ReadOptions) -> Vec<SequencedEvent> {
+        let log = self.read_log();
+        let in_range = |e: &&Arc<SequencedEvent>| match (options.from, options.backwards) {
+            (None, _) => true,
+            (Some(from), false) => e.position >= from,
+            (Some(from), true) => e.position <= from,
+        };
+        let matching = |e: &&Arc<SequencedEvent>| query.matches(e);
+        let limit = options
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let pick = |e: &Arc<SequencedEvent>| SequencedEvent::clone(e);
+        if options.backwards {
+            let it = log.events.iter().rev().filter(in_range).filter(matching);
+            it.take(limit).map(pick).collect()
+        } else {
+            let it = log.events.iter().filter(in_range).filter(matching);
+            it.take(limit).map(pick).collect()
+        }
+    }
+
+    fn append_now(
+        &self,
+        events: Vec<Event>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<AppendResult> {
+        check_append(&events, condition, self.max_batch_size)?;
+        let mut log = self.write_log();
+        if let Some(c) = condition {
+            let after = c.after.unwrap_or(0);
+            let conflict = log
+                .events
+                .iter()
+                .rev()
+                .take_while(|e| e.position > after)
+                .any(|e| c.fail_if_events_match.matches(e));
+            if conflict {
+                return Err(Error::AppendConditionFailed { after: c.after });
+            }
+        }
+        if let Some(e) = events.iter().find(|e| log.ids.contains(&e.id)) {
+            return Err(Error::DuplicateEventId { event_id: e.id });
+        }
+        let occurred_at = OffsetDateTime::now_utc();
+        let first = log.events.last().map_or(1, |e| e.position + 1);
+        let positions: Vec<u64> = (first..).take(events.len()).collect();
+        for (event, position) in events.into_iter().zip(&positions) {
+            log.ids.insert(event.id);
+            log.events.push(Arc::new(SequencedEvent {
+                position: *position,
+                occurred_at,
+                event,
+            }));
+        }
+        Ok(AppendResult::new(positions))
+    }
+}
+
+impl EventStore for MemoryEventStore {
+    fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
+        // Like PostgreSQL's, the read happens when the stream is first polled.
+        let (store, query) = (self.clone(), query.clone());
+        stream::once(async move {
+            check_read(&query, &options)?;
+            let events = store.select(&query, &options);
+            Ok::<_, Error>(stream::iter(events.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn append(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        condition: Option<AppendCondition>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send {
+        let (store, events) = (self.clone(), events.into_iter().collect());
+        async move { store.append_now(events, condition.as_ref()) }
+    }
+}

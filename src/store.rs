@@ -1,0 +1,364 @@
+//! The [`EventStore`] trait both backends implement, and the results it returns.
+
+use std::future::Future;
+
+use futures::TryStreamExt;
+
+use crate::error::{InvalidInput, Result};
+use crate::event::{Event, SequencedEvent, validate_batch};
+use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::validate;
+
+/// A stream of events in read order.
+///
+/// From [`PgEventStore`](crate::PgEventStore) it owns a pooled connection and decodes rows as
+/// they arrive: memory stays flat however many events match.
+pub type EventStream = futures::stream::BoxStream<'static, Result<SequencedEvent>>;
+
+/// A DCB event store: read the events of a dynamic consistency boundary, decide, and append
+/// guarded by the same query.
+///
+/// Implemented by [`PgEventStore`](crate::PgEventStore) and
+/// [`MemoryEventStore`](crate::MemoryEventStore) with the same semantics, positions and errors:
+/// code written against this trait runs on either. The methods return `Send` futures, so they
+/// work in spawned tasks without boxing.
+///
+/// ```
+/// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
+/// use serde_json::json;
+///
+/// /// Claims `name` for `user` unless someone has it already. Works on any backend.
+/// async fn claim(store: &impl EventStore, name: &str, user: &str) -> dcbstore::Result<bool> {
+///     let query = Query::from(QueryItem::tagged([format!("username:{name}")]));
+///     let read = store.read(&query, ReadOptions::default()).await?;
+///     if !read.is_empty() {
+///         return Ok(false);
+///     }
+///     let claimed = Event::new("UsernameClaimed", json!({"username": name, "user": user}))
+///         .with_tags([format!("username:{name}")]);
+///     match store.append([claimed], Some(AppendCondition::new(query, read.last_position()))).await {
+///         Ok(_) => Ok(true),
+///         Err(e) if e.is_append_condition_failed() => Ok(false),
+///         Err(e) => Err(e),
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// assert!(claim(&store, "ada", "u1").await?);
+/// assert!(!claim(&store, "ada", "u2").await?);
+/// # Ok(())
+/// # }
+/// ```
+pub trait EventStore: Send + Sync {
+    /// Reads the events matching `query` as a stream, in position order (newest first with
+    /// [`ReadOptions::backwards`]).
+    ///
+    /// Errors, including an invalid query, come as the stream's first item.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// use futures::TryStreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let mut events = store.read_stream(&Query::all(), ReadOptions::default());
+    /// while let Some(event) = events.try_next().await? {
+    ///     println!("{} {}", event.position, event.event_type);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream;
+
+    /// Reads the events matching `query` and collects them.
+    ///
+    /// Use [`ReadResult::last_position`] as the `after` of the [`AppendCondition`] that guards
+    /// the decision made from them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an invalid query or an
+    /// out-of-range position; for PostgreSQL, [`Error::Pool`](crate::Error::Pool),
+    /// [`Error::Database`](crate::Error::Database) or [`Error::Decode`](crate::Error::Decode)
+    /// when reading fails.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
+    /// use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// store.append([Event::new("CourseDefined", json!({"capacity": 3})).with_tags(["course:c1"])], None).await?;
+    /// let read = store.read(&Query::from(QueryItem::tagged(["course:c1"])), ReadOptions::default()).await?;
+    /// assert_eq!(read.len(), 1);
+    /// assert_eq!(read.last_position(), Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn read(
+        &self,
+        query: &Query,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<ReadResult>> + Send {
+        let stream = self.read_stream(query, options);
+        async move {
+            let events = stream.try_collect().await?;
+            Ok(ReadResult { events })
+        }
+    }
+
+    /// Appends `events` atomically, all or none, and returns their positions.
+    ///
+    /// With a `condition`, the append fails with
+    /// [`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed) and writes nothing if
+    /// an event matching `condition.fail_if_events_match` exists after `condition.after`. This
+    /// holds under any number of concurrent writers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed) as above;
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an empty or oversized batch, an
+    /// empty event type or tag, a payload or metadata that is not a JSON object, a NUL character,
+    /// ids repeated in the batch, or an invalid condition query;
+    /// [`Error::DuplicateEventId`](crate::Error::DuplicateEventId) when an event id is already
+    /// stored; for PostgreSQL, [`Error::Pool`](crate::Error::Pool) or
+    /// [`Error::Database`](crate::Error::Database) otherwise.
+    ///
+    /// ```
+    /// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem};
+    /// use serde_json::json;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let course = Query::from(QueryItem::tagged(["course:c1"]));
+    /// let defined = Event::new("CourseDefined", json!({"capacity": 3})).with_tags(["course:c1"]);
+    /// let written = store.append([defined], Some(AppendCondition::new(course.clone(), None))).await?;
+    /// assert_eq!(written.positions(), [1]);
+    ///
+    /// // A second "define" based on the same (now stale) empty read is rejected.
+    /// let again = Event::new("CourseDefined", json!({"capacity": 5})).with_tags(["course:c1"]);
+    /// let err = store.append([again], Some(AppendCondition::new(course, None))).await.unwrap_err();
+    /// assert!(err.is_append_condition_failed());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn append(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        condition: Option<AppendCondition>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send;
+
+    /// The position of the newest event, `None` while the store is empty.
+    ///
+    /// # Errors
+    ///
+    /// For PostgreSQL, [`Error::Pool`](crate::Error::Pool) or
+    /// [`Error::Database`](crate::Error::Database).
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// assert_eq!(store.head().await?, None);
+    /// store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(store.head().await?, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn head(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
+        let last = self.read_stream(&Query::all(), ReadOptions::default().backwards().limit(1));
+        async move {
+            let last: Vec<SequencedEvent> = last.try_collect().await?;
+            Ok(last.first().map(|e| e.position))
+        }
+    }
+}
+
+/// Checks a read's input the same way for every backend.
+pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), InvalidInput> {
+    query.validate()?;
+    options.from.map(validate::position).transpose()?;
+    Ok(())
+}
+
+/// Checks an append's input the same way for every backend.
+pub(crate) fn check_append(
+    events: &[Event],
+    condition: Option<&AppendCondition>,
+    max_batch_size: usize,
+) -> Result<(), InvalidInput> {
+    validate_batch(events, max_batch_size)?;
+    if let Some(c) = condition {
+        c.fail_if_events_match.validate()?;
+        c.after.map(validate::position).transpose()?;
+    }
+    Ok(())
+}
+
+/// The events a read returned, in read order.
+///
+/// ```
+/// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// # let store = MemoryEventStore::new();
+/// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+/// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+/// for event in &read {
+///     println!("{} {}", event.position, event.event_type);
+/// }
+/// let after = read.last_position(); // for the AppendCondition
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadResult {
+    pub(crate) events: Vec<SequencedEvent>,
+}
+
+impl ReadResult {
+    /// The highest position read, `None` when nothing matched: the `after` of an
+    /// [`AppendCondition`] guarding a decision made from these events.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ReadResult::default().last_position(), None);
+    /// ```
+    pub fn last_position(&self) -> Option<u64> {
+        self.events.iter().map(|e| e.position).max()
+    }
+
+    /// The events, in read order.
+    ///
+    /// ```
+    /// assert!(dcbstore::ReadResult::default().events().is_empty());
+    /// ```
+    pub fn events(&self) -> &[SequencedEvent] {
+        &self.events
+    }
+
+    /// Takes the events out.
+    ///
+    /// ```
+    /// let events: Vec<dcbstore::SequencedEvent> = dcbstore::ReadResult::default().into_events();
+    /// assert!(events.is_empty());
+    /// ```
+    pub fn into_events(self) -> Vec<SequencedEvent> {
+        self.events
+    }
+
+    /// Number of events read.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ReadResult::default().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// `true` when nothing matched.
+    ///
+    /// ```
+    /// assert!(dcbstore::ReadResult::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Iterates over the events in read order.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ReadResult::default().iter().count(), 0);
+    /// ```
+    pub fn iter(&self) -> std::slice::Iter<'_, SequencedEvent> {
+        self.events.iter()
+    }
+}
+
+impl From<Vec<SequencedEvent>> for ReadResult {
+    fn from(events: Vec<SequencedEvent>) -> Self {
+        Self { events }
+    }
+}
+
+impl<'a> IntoIterator for &'a ReadResult {
+    type Item = &'a SequencedEvent;
+    type IntoIter = std::slice::Iter<'a, SequencedEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.iter()
+    }
+}
+
+impl IntoIterator for ReadResult {
+    type Item = SequencedEvent;
+    type IntoIter = std::vec::IntoIter<SequencedEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.into_iter()
+    }
+}
+
+/// What an append wrote.
+///
+/// ```
+/// use dcbstore::{Event, EventStore, MemoryEventStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let written = store
+///     .append([Event::new("A", serde_json::json!({})), Event::new("B", serde_json::json!({}))], None)
+///     .await?;
+/// assert_eq!(written.positions().len(), 2);
+/// assert_eq!(written.last_position(), written.positions()[1]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Never empty: an append writes at least one event.
+    positions: Vec<u64>,
+}
+
+impl AppendResult {
+    /// Wraps the positions of a successful append (at least one).
+    pub(crate) fn new(positions: Vec<u64>) -> Self {
+        debug_assert!(!positions.is_empty());
+        Self { positions }
+    }
+
+    /// The positions of the appended events, in batch order.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let written = store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(written.positions(), [1]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn positions(&self) -> &[u64] {
+        &self.positions
+    }
+
+    /// The position of the batch's last event.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let written = store.append([Event::new("A", serde_json::json!({})), Event::new("B", serde_json::json!({}))], None).await?;
+    /// assert_eq!(written.last_position(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn last_position(&self) -> u64 {
+        self.positions[self.positions.len() - 1]
+    }
+}

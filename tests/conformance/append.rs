@@ -1,0 +1,239 @@
+//! Appends: positions, the guard's semantics and event ids.
+
+use dcbstore::{AppendCondition, Error, Event, EventStore, Query, QueryItem, ReadOptions};
+use rstest::rstest;
+use serde_json::json;
+
+use crate::common::{AnyStore, Backend, event};
+
+fn course(id: &str) -> Query {
+    Query::from(QueryItem::tagged([format!("course:{id}")]))
+}
+
+#[rstest]
+#[tokio::test]
+async fn positions_increase_in_batch_order(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let a = store
+        .append(
+            [
+                event("A", &[], json!({"i": 0})),
+                event("A", &[], json!({"i": 1})),
+                event("A", &[], json!({"i": 2})),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let b = store
+        .append([event("B", &[], json!({}))], None)
+        .await
+        .unwrap();
+    assert!(a.positions().windows(2).all(|w| w[0] < w[1]));
+    assert!(b.last_position() > a.last_position());
+    let stored = store.all_events().await;
+    let order: Vec<i64> = stored[..3]
+        .iter()
+        .map(|e| e.payload["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [0, 1, 2]);
+    assert_eq!(stored[0].metadata, None);
+}
+
+#[rstest]
+#[tokio::test]
+async fn condition_fails_when_a_matching_event_was_appended_after(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    store
+        .append([event("CourseDefined", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    let read = store
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    // Someone else appends to the same boundary after our read.
+    store
+        .append(
+            [event("StudentSubscribed", &["course:c1"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    let before = store.row_count().await;
+    let err = store
+        .append(
+            [event("StudentSubscribed", &["course:c1"], json!({"s": 2}))],
+            Some(AppendCondition::new(course("c1"), read.last_position())),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+    assert!(matches!(
+        err,
+        Error::AppendConditionFailed { after: Some(1) }
+    ));
+    assert_eq!(store.row_count().await, before, "nothing written");
+}
+
+#[rstest]
+#[tokio::test]
+async fn condition_holds_when_only_other_events_were_appended(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    store
+        .append([event("CourseDefined", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    let read = store
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    store
+        .append(
+            [event("StudentSubscribed", &["course:c2"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            [event("StudentSubscribed", &["course:c1"], json!({}))],
+            Some(AppendCondition::new(course("c1"), read.last_position())),
+        )
+        .await
+        .expect("the boundary did not change");
+}
+
+#[rstest]
+#[tokio::test]
+async fn condition_at_the_last_read_position_holds(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let written = store
+        .append([event("X", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    store
+        .append(
+            [event("Y", &["course:c1"], json!({}))],
+            Some(AppendCondition::new(
+                course("c1"),
+                Some(written.last_position()),
+            )),
+        )
+        .await
+        .expect("nothing matching after the last position");
+}
+
+#[rstest]
+#[tokio::test]
+async fn condition_without_after_fails_if_any_matching_event_exists(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let claim = |who: &str| {
+        Event::new("UsernameClaimed", json!({"username": "ada", "by": who}))
+            .with_tags(["username:ada"])
+    };
+    let username = Query::from(QueryItem::tagged(["username:ada"]));
+    store
+        .append(
+            [claim("first")],
+            Some(AppendCondition::new(username.clone(), None)),
+        )
+        .await
+        .expect("nothing matched yet");
+    let err = store
+        .append(
+            [claim("second")],
+            Some(AppendCondition::new(username, None)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed());
+    assert_eq!(store.row_count().await, 1);
+}
+
+#[rstest]
+#[tokio::test]
+async fn condition_with_match_all_query_sees_every_event(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let first = store
+        .append([event("A", &[], json!({}))], None)
+        .await
+        .unwrap();
+    store
+        .append([event("B", &[], json!({}))], None)
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            [event("C", &[], json!({}))],
+            Some(AppendCondition::new(
+                Query::all(),
+                Some(first.last_position()),
+            )),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed());
+}
+
+#[rstest]
+#[tokio::test]
+async fn condition_with_payload_predicates(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let lent = |book: &str, reader: &str| {
+        Event::new("BookCopyLent", json!({"BookID": book, "ReaderID": reader}))
+    };
+    let book_or_reader = Query::from(
+        QueryItem::types(["BookCopyLent", "BookCopyReturned"])
+            .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
+    );
+    store.append([lent("b2", "r2")], None).await.unwrap();
+    store
+        .append(
+            [lent("b1", "r1")],
+            Some(AppendCondition::new(book_or_reader.clone(), None)),
+        )
+        .await
+        .expect("neither b1 nor r1 was lent yet");
+    let err = store
+        .append(
+            [lent("b1", "r3")],
+            Some(AppendCondition::new(book_or_reader, None)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed());
+}
+
+#[rstest]
+#[tokio::test]
+async fn duplicate_event_id_is_reported_and_writes_nothing(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let original = event("A", &[], json!({}));
+    store.append([original.clone()], None).await.unwrap();
+    let err = store
+        .append([event("B", &[], json!({})), original.clone()], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DuplicateEventId { event_id } if event_id == original.id),
+        "{err}"
+    );
+    assert_eq!(store.row_count().await, 1);
+}

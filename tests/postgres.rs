@@ -1,0 +1,228 @@
+//! What only the PostgreSQL backend has: appends inside the caller's transaction, the lock that
+//! makes a concurrent guarded append wait and then fail, migrations, connections and schema
+//! names.
+
+mod common;
+
+use std::time::Duration;
+
+use dcbstore::tokio_postgres::IsolationLevel;
+use dcbstore::{AppendCondition, Error, EventStore, InvalidInput, Query, QueryItem, ReadOptions};
+use rstest::rstest;
+use serde_json::json;
+
+use common::event;
+
+fn course(id: &str) -> Query {
+    Query::from(QueryItem::tagged([format!("course:{id}")]))
+}
+
+#[tokio::test]
+async fn append_in_commits_with_the_callers_transaction() {
+    let store = common::store().await;
+    let mut client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{}\".course_count (n int NOT NULL); INSERT INTO \"{}\".course_count VALUES (0)",
+            store.schema(),
+            store.schema()
+        ))
+        .await
+        .unwrap();
+
+    // Rolled back: neither the event nor the read model change.
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("CourseDefined", &["course:c1"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    let inside = store
+        .read_in(&*tx, &Query::all(), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(inside.len(), 1, "the transaction sees its own append");
+    tx.rollback().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 0);
+
+    // Committed: both change together.
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("CourseDefined", &["course:c1"], json!({}))],
+            Some(AppendCondition::new(course("c1"), None)),
+        )
+        .await
+        .unwrap();
+    tx.execute(
+        &format!("UPDATE \"{}\".course_count SET n = n + 1", store.schema()),
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 1);
+    let n: i32 = client
+        .query_one(
+            &format!("SELECT n FROM \"{}\".course_count", store.schema()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn append_in_refuses_repeatable_read() {
+    let store = common::store().await;
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    let err = store
+        .append_in(&tx, [event("A", &[], json!({}))], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedIsolation { ref isolation } if isolation == "repeatable read"),
+        "{err}"
+    );
+    tx.rollback().await.unwrap();
+
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::Serializable)
+        .start()
+        .await
+        .unwrap();
+    store
+        .append_in(&tx, [event("A", &[], json!({}))], None)
+        .await
+        .expect("SERIALIZABLE is accepted");
+    tx.commit().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 1);
+}
+
+/// The guard's lock in action: a guarded append on a boundary waits for an open transaction that
+/// appended to the same boundary, then sees its event and fails; an append on another boundary
+/// does not wait at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guarded_append_waits_for_the_boundary_and_then_fails() {
+    let store = common::store_with_pool(4).await;
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("Claimed", &["slot:1"], json!({}))],
+            Some(AppendCondition::new(
+                Query::from(QueryItem::tagged(["slot:1"])),
+                None,
+            )),
+        )
+        .await
+        .unwrap();
+
+    let contender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    [event("Claimed", &["slot:1"], json!({"by": "contender"}))],
+                    Some(AppendCondition::new(
+                        Query::from(QueryItem::tagged(["slot:1"])),
+                        None,
+                    )),
+                )
+                .await
+        })
+    };
+    let other_boundary = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.append(
+            [event("Claimed", &["slot:2"], json!({}))],
+            Some(AppendCondition::new(
+                Query::from(QueryItem::tagged(["slot:2"])),
+                None,
+            )),
+        ),
+    )
+    .await
+    .expect("a disjoint boundary does not wait")
+    .unwrap();
+    assert_eq!(other_boundary.positions().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!contender.is_finished(), "the contender waits for the lock");
+
+    tx.commit().await.unwrap();
+    let err = contender.await.unwrap().unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+    let claims = store
+        .read(
+            &Query::from(QueryItem::tagged(["slot:1"])),
+            ReadOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_safe_concurrently() {
+    let store = common::store().await;
+    store
+        .append([event("A", &[], json!({}))], None)
+        .await
+        .unwrap();
+    let (a, b, c) = tokio::join!(store.migrate(), store.migrate(), store.migrate());
+    a.and(b).and(c).expect("migrations");
+    assert_eq!(common::row_count(&store).await, 1, "migrate keeps the data");
+}
+
+#[tokio::test]
+async fn connect_reports_unreachable_servers() {
+    let err = dcbstore::PgEventStore::connect("postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Pool(_)), "{err}");
+    let err = dcbstore::PgEventStore::connect("not a url ::: at all")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn connect_and_default_schema() {
+    let store = dcbstore::PgEventStore::connect(common::database_url())
+        .await
+        .unwrap();
+    assert_eq!(store.schema(), dcbstore::DEFAULT_SCHEMA);
+    let renamed = store.with_schema(&common::test_schema()).unwrap();
+    renamed.migrate().await.unwrap();
+    assert!(renamed.head().await.is_ok());
+}
+
+#[rstest]
+#[case::empty("")]
+#[case::upper_case("Events")]
+#[case::quote("a\"b")]
+#[case::injection("x; DROP TABLE events; --")]
+#[case::reserved_prefix("pg_temp")]
+#[case::too_long("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijkl")]
+#[tokio::test]
+async fn invalid_schema_names_are_rejected(#[case] name: &str) {
+    let store = common::store().await;
+    let err = store.with_schema(name).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(InvalidInput::InvalidIdentifier(ref n)) if n == name),
+        "{err}"
+    );
+}
