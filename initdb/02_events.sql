@@ -18,6 +18,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 
 -- Reads and guards stay index-driven: by type (and position), by tag, by payload containment.
+-- The GIN indexes update in place (fastupdate off): with a pending list, every guard check would
+-- scan the entries appended since the last vacuum.
 CREATE INDEX IF NOT EXISTS events_type_position_idx ON events (event_type, position);
-CREATE INDEX IF NOT EXISTS events_tags_idx ON events USING gin (tags);
-CREATE INDEX IF NOT EXISTS events_payload_idx ON events USING gin (payload jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS events_tags_idx ON events USING gin (tags) WITH (fastupdate = off);
+CREATE INDEX IF NOT EXISTS events_payload_idx ON events
+    USING gin (payload jsonb_path_ops) WITH (fastupdate = off);
+ALTER INDEX events_tags_idx SET (fastupdate = off);
+ALTER INDEX events_payload_idx SET (fastupdate = off);

@@ -135,7 +135,7 @@ pub(crate) fn select_events(
 }
 
 /// The append: one `INSERT … SELECT` from the batch (a JSONB array turned into rows of the events
-/// table), guarded when there is a condition by a CTE that looks for a matching event after
+/// table), guarded when there is a condition by a CTE that selects the matching events after
 /// `after`. Returns the written positions; no row means the condition failed.
 pub(crate) fn insert_events(
     schema: &SchemaName,
@@ -174,13 +174,16 @@ pub(crate) fn insert_events(
         if let Some(after) = after {
             guard.and_where(Expr::col("position").gt(after));
         }
-        guard.limit(1);
+        // MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so
+        // PostgreSQL uses the indexes instead of a "fast start" walk of the primary key, which
+        // visits the whole table when the boundary is empty or its events are old.
         insert.with_cte(
             WithClause::new()
                 .cte(
                     CommonTableExpression::new()
                         .query(guard)
                         .table_name("guard")
+                        .materialized(true)
                         .to_owned(),
                 )
                 .to_owned(),
@@ -351,8 +354,8 @@ mod tests {
         assert_eq!(
             s.sql,
             format!(
-                r#"WITH "guard" AS (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3 LIMIT $4) {INSERT_AFTER_PARAMS} WHERE NOT EXISTS(SELECT 1 FROM "guard") RETURNING "position""#,
-                INSERT_AFTER_PARAMS = INSERT.replace("$1", "$5")
+                r#"WITH "guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3) {INSERT_AFTER_PARAMS} WHERE NOT EXISTS(SELECT 1 FROM "guard") RETURNING "position""#,
+                INSERT_AFTER_PARAMS = INSERT.replace("$1", "$4")
             )
         );
     }
@@ -365,8 +368,9 @@ mod tests {
             Some((&Query::all(), None)),
         );
         assert!(
-            s.sql
-                .starts_with(r#"WITH "guard" AS (SELECT 1 FROM "dcb"."events" LIMIT $1) INSERT"#),
+            s.sql.starts_with(
+                r#"WITH "guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events") INSERT"#
+            ),
             "{}",
             s.sql
         );
