@@ -116,13 +116,17 @@ fn bench_store<S: EventStore + Clone + 'static>(
         b.to_async(rt).iter(|| {
             let store = store.clone();
             async move {
-                let query = Query::from(QueryItem::tagged(["course:c42"]));
+                // Courses in turn, so that each boundary stays near its 20 loaded events.
+                let tag = format!(
+                    "course:c{}",
+                    FRESH.fetch_add(1, Ordering::Relaxed) % COURSES
+                );
+                let query = Query::from(QueryItem::tagged([tag.clone()]));
                 let read = store
                     .read(&query, ReadOptions::default())
                     .await
                     .expect("read");
-                let e = Event::new("StudentSubscribed", json!({"course": "c42"}))
-                    .with_tags(["course:c42"]);
+                let e = Event::new("StudentSubscribed", json!({"by": "bench"})).with_tags([tag]);
                 store
                     .append([e], Some(AppendCondition::new(query, read.last_position())))
                     .await
