@@ -7,7 +7,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Row, Transaction};
+use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -324,7 +324,7 @@ impl PgEventStore {
         if isolation == "repeatable read" {
             return Err(Error::UnsupportedIsolation { isolation });
         }
-        prepared.run(transaction).await
+        prepared.run(transaction, false).await
     }
 
     fn compile_read(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
@@ -390,26 +390,8 @@ impl EventStore for PgEventStore {
         let pool = self.pool.clone();
         async move {
             let prepared = prepared?;
-            let mut client = pool.get().await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::ReadCommitted)
-                .start()
-                .await
-                .map_err(Error::db("starting the append's transaction"))?;
-            match prepared.run(&tx).await {
-                Ok(appended) => {
-                    tx.commit()
-                        .await
-                        .map_err(Error::db("committing the append"))?;
-                    Ok(appended)
-                }
-                Err(e) => {
-                    // A failed rollback only means the connection is gone; report the cause.
-                    let _ = tx.rollback().await;
-                    Err(e)
-                }
-            }
+            let client = pool.get().await?;
+            prepared.run(&**client, true).await
         }
     }
 }
@@ -424,21 +406,40 @@ struct PreparedAppend {
 }
 
 impl PreparedAppend {
-    /// Takes the advisory locks, then runs the guarded insert. The two statements are
-    /// pipelined (one round trip) but run one after the other, so the insert's snapshot is taken
-    /// after every lock is held: it sees every conflicting append that committed before.
-    async fn run(&self, tx: &Transaction<'_>) -> Result<AppendResult> {
+    /// Takes the advisory locks, then runs the guarded insert, on `client`; with
+    /// `own_transaction`, inside a READ COMMITTED transaction of its own.
+    ///
+    /// All statements are pipelined (one round trip) but run one after the other, so the
+    /// insert's snapshot is taken after every lock is held: it sees every conflicting append that
+    /// committed before, and every later one waits for this transaction to end. When the guard
+    /// finds a conflict, the insert writes nothing and `COMMIT` ends an empty transaction; when a
+    /// statement fails, PostgreSQL turns the pipelined `COMMIT` into a rollback.
+    async fn run(
+        &self,
+        client: &impl GenericClient,
+        own_transaction: bool,
+    ) -> Result<AppendResult> {
         let lock_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] = [
             (&self.locks.keys, Type::INT8_ARRAY),
             (&self.locks.exclusive, Type::BOOL_ARRAY),
         ];
         let params = self.insert.params();
-        let (locked, inserted) = futures::join!(
-            tx.query_typed(LOCK_KEYS_SQL, &lock_params),
-            tx.query_typed(&self.insert.sql, &params),
+        let in_transaction = |sql: &'static str| async move {
+            match own_transaction {
+                true => client.batch_execute(sql).await,
+                false => Ok(()),
+            }
+        };
+        let (begun, locked, inserted, committed) = futures::join!(
+            in_transaction("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.query_typed(LOCK_KEYS_SQL, &lock_params),
+            client.query_typed(&self.insert.sql, &params),
+            in_transaction("COMMIT"),
         );
+        begun.map_err(Error::db("starting the append's transaction"))?;
         locked.map_err(Error::db("taking the append's advisory locks"))?;
         let rows = inserted.map_err(|e| self.insert_error(e))?;
+        committed.map_err(Error::db("committing the append"))?;
         if rows.is_empty() {
             let after = self.after.flatten();
             debug!(?after, "append condition failed");
