@@ -24,6 +24,9 @@ pub const DEFAULT_SCHEMA: &str = "dcbstore";
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 
 const LOCK_KEYS_SQL: &str = include_str!("sql/lock_keys.sql");
+/// A connection's prepared statements are dropped when they grow past this many (appends with
+/// many different query shapes).
+const MAX_CACHED_STATEMENTS: usize = 256;
 const EVENTS_DDL: &str = include_str!("../initdb/02_events.sql");
 /// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
 const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
@@ -324,7 +327,7 @@ impl PgEventStore {
         if isolation == "repeatable read" {
             return Err(Error::UnsupportedIsolation { isolation });
         }
-        prepared.run(transaction, false).await
+        prepared.run_in(transaction).await
     }
 
     fn compile_read(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
@@ -391,7 +394,7 @@ impl EventStore for PgEventStore {
         async move {
             let prepared = prepared?;
             let client = pool.get().await?;
-            prepared.run(&**client, true).await
+            prepared.run_pooled(&client).await
         }
     }
 }
@@ -406,40 +409,71 @@ struct PreparedAppend {
 }
 
 impl PreparedAppend {
-    /// Takes the advisory locks, then runs the guarded insert, on `client`; with
-    /// `own_transaction`, inside a READ COMMITTED transaction of its own.
+    /// Runs the append on a pooled connection, in a READ COMMITTED transaction of its own.
     ///
-    /// All statements are pipelined (one round trip) but run one after the other, so the
-    /// insert's snapshot is taken after every lock is held: it sees every conflicting append that
-    /// committed before, and every later one waits for this transaction to end. When the guard
-    /// finds a conflict, the insert writes nothing and `COMMIT` ends an empty transaction; when a
-    /// statement fails, PostgreSQL turns the pipelined `COMMIT` into a rollback.
-    async fn run(
-        &self,
-        client: &impl GenericClient,
-        own_transaction: bool,
-    ) -> Result<AppendResult> {
+    /// `BEGIN`, the lock statement, the guarded insert and `COMMIT` are pipelined (one round
+    /// trip) but run one after the other, so the insert's snapshot is taken after every lock is
+    /// held: it sees every conflicting append that committed before, and every later one waits
+    /// for this transaction to end. When the guard finds a conflict the insert writes nothing and
+    /// `COMMIT` ends an empty transaction; when a statement fails, PostgreSQL turns the pipelined
+    /// `COMMIT` into a rollback. Both statements are prepared once per connection: planning the
+    /// guarded insert costs more than running it.
+    async fn run_pooled(&self, client: &deadpool_postgres::Client) -> Result<AppendResult> {
+        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            client.statement_cache.clear();
+        }
+        let prepare = Error::db("preparing the append");
+        let lock = client
+            .prepare_typed_cached(LOCK_KEYS_SQL, &[Type::INT8_ARRAY, Type::BOOL_ARRAY])
+            .await
+            .map_err(&prepare)?;
+        let insert = client
+            .prepare_typed_cached(&self.insert.sql, self.insert.types())
+            .await
+            .map_err(&prepare)?;
+        let values = self.insert.values();
+        let lock_values: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&self.locks.keys, &self.locks.exclusive];
+        let (begun, locked, inserted, committed) = futures::join!(
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.query(&lock, &lock_values),
+            client.query(&insert, &values),
+            client.batch_execute("COMMIT"),
+        );
+        begun.map_err(Error::db("starting the append's transaction"))?;
+        let rows = self.finish(locked, inserted)?;
+        committed.map_err(Error::db("committing the append"))?;
+        self.positions(rows)
+    }
+
+    /// Runs the append inside the caller's transaction: the lock statement and the guarded
+    /// insert, pipelined, unprepared (the transaction's connection has no statement cache).
+    async fn run_in(&self, tx: &Transaction<'_>) -> Result<AppendResult> {
         let lock_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] = [
             (&self.locks.keys, Type::INT8_ARRAY),
             (&self.locks.exclusive, Type::BOOL_ARRAY),
         ];
         let params = self.insert.params();
-        let in_transaction = |sql: &'static str| async move {
-            match own_transaction {
-                true => client.batch_execute(sql).await,
-                false => Ok(()),
-            }
-        };
-        let (begun, locked, inserted, committed) = futures::join!(
-            in_transaction("BEGIN ISOLATION LEVEL READ COMMITTED"),
-            client.query_typed(LOCK_KEYS_SQL, &lock_params),
-            client.query_typed(&self.insert.sql, &params),
-            in_transaction("COMMIT"),
+        let (locked, inserted) = futures::join!(
+            tx.query_typed(LOCK_KEYS_SQL, &lock_params),
+            tx.query_typed(&self.insert.sql, &params),
         );
-        begun.map_err(Error::db("starting the append's transaction"))?;
+        let rows = self.finish(locked, inserted)?;
+        self.positions(rows)
+    }
+
+    /// The rows the insert returned, or the error of the first statement that failed.
+    fn finish(
+        &self,
+        locked: Result<Vec<Row>, tokio_postgres::Error>,
+        inserted: Result<Vec<Row>, tokio_postgres::Error>,
+    ) -> Result<Vec<Row>> {
         locked.map_err(Error::db("taking the append's advisory locks"))?;
-        let rows = inserted.map_err(|e| self.insert_error(e))?;
-        committed.map_err(Error::db("committing the append"))?;
+        inserted.map_err(|e| self.insert_error(e))
+    }
+
+    /// The written positions; none means the guard found a conflict.
+    fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
         if rows.is_empty() {
             let after = self.after.flatten();
             debug!(?after, "append condition failed");

@@ -92,6 +92,16 @@ impl Statement {
         Self { sql, values, types }
     }
 
+    /// The parameters' types, for preparing the statement.
+    pub(crate) fn types(&self) -> &[Type] {
+        &self.types
+    }
+
+    /// The parameters, for a prepared statement.
+    pub(crate) fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values.as_params()
+    }
+
     /// The parameters with their types, for `query_typed`.
     pub(crate) fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
         self.values

@@ -1,0 +1,914 @@
+//! Append contention benchmark: guarded appends against plain inserts, measured side by side in
+//! one run, on one server, through the same connection setup (a deadpool pool with one
+//! connection per writer).
+//!
+//! ```sh
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo run --release --example contention -- all [--writers 1,8,32,64] [--json]
+//! ```
+//!
+//! Scenarios: `raw-insert` (the baseline), `append-unguarded`, `append-disjoint`, `append-hot`,
+//! `append-mixed`, `guard-latency`, `read-throughput`, or `all`. Options: `--writers` (a list),
+//! `--seconds` (per measurement, default 10), `--events` (events loaded before the append
+//! scenarios, default 100000), `--json` (one JSON object per result line), `--quick` (tiny sizes
+//! and 1 s runs: checks that everything runs), `--ten-million` (guard-latency also at 10M events).
+//!
+//! The data lives in the schemas `bench_contention`, `bench_raw` and `bench_guard`, which the
+//! runner drops and recreates. fsync stays as the server has it (on by default).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use dcbstore::tokio_postgres::{self, NoTls};
+use dcbstore::{AppendCondition, Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+
+const LOAD_SQL: &str = include_str!("load.sql");
+const BIG_BOUNDARY: u64 = 10_000;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Scenario {
+    RawInsert,
+    AppendUnguarded,
+    AppendDisjoint,
+    AppendHot,
+    AppendMixed,
+    GuardLatency,
+    ReadThroughput,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 7] = [
+        Scenario::RawInsert,
+        Scenario::AppendUnguarded,
+        Scenario::AppendDisjoint,
+        Scenario::AppendHot,
+        Scenario::AppendMixed,
+        Scenario::GuardLatency,
+        Scenario::ReadThroughput,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::RawInsert => "raw-insert",
+            Scenario::AppendUnguarded => "append-unguarded",
+            Scenario::AppendDisjoint => "append-disjoint",
+            Scenario::AppendHot => "append-hot",
+            Scenario::AppendMixed => "append-mixed",
+            Scenario::GuardLatency => "guard-latency",
+            Scenario::ReadThroughput => "read-throughput",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Args {
+    scenarios: Vec<Scenario>,
+    writers: Vec<usize>,
+    seconds: f64,
+    events: u64,
+    json: bool,
+    quick: bool,
+    ten_million: bool,
+}
+
+fn usage() -> String {
+    let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+    format!(
+        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--json] [--quick] [--ten-million]",
+        names.join("|")
+    )
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().ok_or_else(usage)?;
+    let scenarios = if which == "all" {
+        Scenario::ALL.to_vec()
+    } else {
+        vec![
+            *Scenario::ALL
+                .iter()
+                .find(|s| s.name() == which)
+                .ok_or_else(|| format!("unknown scenario {which:?}\n{}", usage()))?,
+        ]
+    };
+    let mut parsed = Args {
+        scenarios,
+        writers: vec![1, 8, 32, 64],
+        seconds: 10.0,
+        events: 100_000,
+        json: false,
+        quick: false,
+        ten_million: false,
+    };
+    let mut writers_given = false;
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--writers" => {
+                parsed.writers = value()?
+                    .split(',')
+                    .map(|w| {
+                        w.trim()
+                            .parse()
+                            .map_err(|_| format!("bad writer count {w:?}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                writers_given = true;
+            }
+            "--seconds" => parsed.seconds = value()?.parse().map_err(|_| "bad --seconds")?,
+            "--events" => parsed.events = value()?.parse().map_err(|_| "bad --events")?,
+            "--json" => parsed.json = true,
+            "--quick" => parsed.quick = true,
+            "--ten-million" => parsed.ten_million = true,
+            other => return Err(format!("unknown option {other:?}\n{}", usage())),
+        }
+    }
+    if parsed.quick {
+        parsed.seconds = parsed.seconds.min(1.0);
+        parsed.events = parsed.events.min(2_000);
+        if !writers_given {
+            parsed.writers = vec![1, 4];
+        }
+    }
+    if parsed.writers.is_empty() || parsed.writers.contains(&0) {
+        return Err("--writers needs positive counts".into());
+    }
+    Ok(parsed)
+}
+
+/// One line of the report.
+#[derive(Debug, Default, Clone)]
+struct Report {
+    scenario: &'static str,
+    writers: usize,
+    events_in_store: u64,
+    appends_per_s: f64,
+    events_per_s: f64,
+    conflicts_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    baseline_per_s: Option<f64>,
+    ratio: Option<f64>,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    fn to_json(&self) -> Value {
+        let mut v = json!({
+            "scenario": self.scenario,
+            "writers": self.writers,
+            "events_in_store": self.events_in_store,
+            "appends_per_s": round(self.appends_per_s, 1),
+            "events_per_s": round(self.events_per_s, 1),
+            "conflicts_per_s": round(self.conflicts_per_s, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+        });
+        let map = v.as_object_mut().expect("an object");
+        if let (Some(b), Some(r)) = (self.baseline_per_s, self.ratio) {
+            map.insert("baseline_per_s".into(), json!(round(b, 1)));
+            map.insert("ratio".into(), json!(round(r, 3)));
+        }
+        for (k, x) in &self.extra {
+            map.insert((*k).into(), x.clone());
+        }
+        v
+    }
+
+    fn print(&self, json_lines: bool) {
+        if json_lines {
+            println!("{}", self.to_json());
+            return;
+        }
+        let ratio = match (self.baseline_per_s, self.ratio) {
+            (Some(b), Some(r)) => format!("{r:>6.2} of {b:>8.0}"),
+            _ => String::new(),
+        };
+        let extra: Vec<String> = self.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<17} {:>3} {:>9} {:>10.0} {:>10.0} {:>9.0} {:>8.3} {:>8.3}  {:<18} {}",
+            self.scenario,
+            self.writers,
+            self.events_in_store,
+            self.appends_per_s,
+            self.events_per_s,
+            self.conflicts_per_s,
+            self.p50_ms,
+            self.p99_ms,
+            ratio,
+            extra.join(" ")
+        );
+    }
+}
+
+fn print_header(json_lines: bool) {
+    if !json_lines {
+        println!(
+            "{:<17} {:>3} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8}  {:<18} notes",
+            "scenario",
+            "w",
+            "events",
+            "appends/s",
+            "events/s",
+            "confl/s",
+            "p50 ms",
+            "p99 ms",
+            "ratio of baseline"
+        );
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// What one operation did.
+struct Outcome {
+    events: u64,
+    conflicts: u64,
+}
+
+/// Totals of one measurement.
+struct Measured {
+    ops: u64,
+    events: u64,
+    conflicts: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn report(mut self, scenario: Scenario, writers: usize, events_in_store: u64) -> Report {
+        self.latencies.sort_unstable();
+        let secs = self.elapsed.as_secs_f64();
+        Report {
+            scenario: scenario.name(),
+            writers,
+            events_in_store,
+            appends_per_s: self.ops as f64 / secs,
+            events_per_s: self.events as f64 / secs,
+            conflicts_per_s: self.conflicts as f64 / secs,
+            p50_ms: percentile(&self.latencies, 0.5),
+            p99_ms: percentile(&self.latencies, 0.99),
+            ..Report::default()
+        }
+    }
+}
+
+/// Runs `op` in `writers` concurrent tasks for `duration` (after a warm-up that is not counted).
+async fn measure<F, Fut>(writers: usize, duration: Duration, op: F) -> Result<Measured, BoxError>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Outcome, BoxError>> + Send,
+{
+    let op = Arc::new(op);
+    let warmup = (duration / 5).min(Duration::from_secs(1));
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    let mut tasks = Vec::with_capacity(writers);
+    for w in 0..writers {
+        let (op, barrier) = (op.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let start = Instant::now();
+            let (measure_from, end) = (start + warmup, start + warmup + duration);
+            let (mut ops, mut events, mut conflicts) = (0u64, 0u64, 0u64);
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let outcome = op(w, i).await?;
+                i += 1;
+                if t0 >= measure_from {
+                    latencies.push(t0.elapsed());
+                    ops += 1;
+                    events += outcome.events;
+                    conflicts += outcome.conflicts;
+                }
+            }
+            Ok::<_, BoxError>((ops, events, conflicts, latencies))
+        }));
+    }
+    barrier.wait().await;
+    let mut total = Measured {
+        ops: 0,
+        events: 0,
+        conflicts: 0,
+        elapsed: duration,
+        latencies: Vec::new(),
+    };
+    for t in tasks {
+        let (ops, events, conflicts, latencies) = t.await??;
+        total.ops += ops;
+        total.events += events;
+        total.conflicts += conflicts;
+        total.latencies.extend(latencies);
+    }
+    Ok(total)
+}
+
+fn pool(url: &str, size: usize) -> Result<Pool, BoxError> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager).max_size(size).build()?)
+}
+
+/// A store in `schema`, dropped and recreated.
+async fn fresh_store(url: &str, schema: &str, pool_size: usize) -> Result<PgEventStore, BoxError> {
+    let store = PgEventStore::from_pool(pool(url, pool_size)?).with_schema(schema)?;
+    let client = store.pool().get().await?;
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await?;
+    drop(client);
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The same store (and data) behind a pool of `size` connections.
+fn resized(url: &str, store: &PgEventStore, size: usize) -> Result<PgEventStore, BoxError> {
+    Ok(PgEventStore::from_pool(pool(url, size)?).with_schema(store.schema())?)
+}
+
+/// Loads events `from..=to` with `load.sql`; large loads drop the secondary indexes first and
+/// rebuild them with `migrate()` (the same DDL), which is much faster than maintaining them.
+async fn load(store: &PgEventStore, from: u64, to: u64) -> Result<(), BoxError> {
+    if to < from {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let schema = store.schema().to_string();
+    let mut client = store.pool().get().await?;
+    let bulk = to - from >= 100_000;
+    if bulk {
+        client
+            .batch_execute(&format!(
+                "DROP INDEX \"{schema}\".events_type_position_idx, \"{schema}\".events_tags_idx, \"{schema}\".events_payload_idx"
+            ))
+            .await?;
+    }
+    let chunk = 250_000;
+    let mut start = from;
+    while start <= to {
+        let end = (start + chunk - 1).min(to);
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!("SET LOCAL search_path TO \"{schema}\""))
+            .await?;
+        tx.execute(
+            LOAD_SQL,
+            &[&(start as i64), &(end as i64), &(BIG_BOUNDARY as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        start = end + 1;
+    }
+    drop(client);
+    if bulk {
+        store.migrate().await?;
+    }
+    let client = store.pool().get().await?;
+    client
+        .batch_execute(&format!("VACUUM ANALYZE \"{schema}\".events"))
+        .await?;
+    eprintln!(
+        "  loaded events {from}..={to} into {schema} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn event(kind: &str, course: &str, student: &str, n: u64) -> Event {
+    Event::new(kind, json!({"course": course, "student": student, "n": n}))
+        .with_tags([format!("course:{course}"), format!("student:{student}")])
+}
+
+struct Bench {
+    url: String,
+    args: Args,
+    contention: PgEventStore,
+    raw: PgEventStore,
+    /// Run-unique prefix so that boundaries of different measurements never overlap.
+    run: String,
+    /// raw-insert and append-hot (1 writer) figures of this run, per writer count.
+    baselines: HashMap<(Scenario, usize), f64>,
+}
+
+impl Bench {
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.args.seconds)
+    }
+
+    async fn head(store: &PgEventStore) -> Result<u64, BoxError> {
+        Ok(store.head().await?.unwrap_or(0))
+    }
+
+    async fn raw_insert(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let raw = resized(&self.url, &self.raw, writers)?;
+        let in_store = Self::head(&raw).await?;
+        let sql = format!(
+            "INSERT INTO \"{}\".events (event_id, event_type, tags, payload) VALUES ($1, $2, $3, $4)",
+            raw.schema()
+        );
+        let (pool, run) = (raw.pool().clone(), self.run.clone());
+        let measured = measure(writers, self.duration(), move |w, i| {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            let e = event(
+                "Inserted",
+                &format!("raw{run}-{w}"),
+                &format!("raw{run}-{w}"),
+                i,
+            );
+            async move {
+                let client = pool.get().await?;
+                client
+                    .execute(&sql, &[&e.id, &e.event_type, &e.tags, &e.payload])
+                    .await?;
+                Ok(Outcome {
+                    events: 1,
+                    conflicts: 0,
+                })
+            }
+        })
+        .await?;
+        let report = measured.report(Scenario::RawInsert, writers, in_store);
+        self.baselines
+            .insert((Scenario::RawInsert, writers), report.appends_per_s);
+        Ok(report)
+    }
+
+    async fn baseline(&mut self, of: Scenario, writers: usize) -> Result<f64, BoxError> {
+        if let Some(b) = self.baselines.get(&(of, writers)) {
+            return Ok(*b);
+        }
+        let report = match of {
+            Scenario::RawInsert => self.raw_insert(writers).await?,
+            // Boxed: append-hot itself asks for its one-writer baseline.
+            Scenario::AppendHot => Box::pin(self.append_hot(writers)).await?,
+            _ => unreachable!("only raw-insert and append-hot are baselines"),
+        };
+        eprintln!(
+            "  (baseline measured now: {} at {} writers)",
+            of.name(),
+            writers
+        );
+        Ok(report.appends_per_s)
+    }
+
+    fn with_ratio(mut report: Report, baseline: f64) -> Report {
+        report.baseline_per_s = Some(baseline);
+        report.ratio = Some(report.appends_per_s / baseline);
+        report
+    }
+
+    async fn append_unguarded(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let store = resized(&self.url, &self.contention, writers)?;
+        let in_store = Self::head(&store).await?;
+        let run = self.run.clone();
+        let measured = measure(writers, self.duration(), move |w, i| {
+            let store = store.clone();
+            let e = event(
+                "Appended",
+                &format!("u{run}-{w}"),
+                &format!("u{run}-{w}"),
+                i,
+            );
+            async move {
+                store.append([e], None).await?;
+                Ok(Outcome {
+                    events: 1,
+                    conflicts: 0,
+                })
+            }
+        })
+        .await?;
+        let baseline = self.baseline(Scenario::RawInsert, writers).await?;
+        Ok(Self::with_ratio(
+            measured.report(Scenario::AppendUnguarded, writers, in_store),
+            baseline,
+        ))
+    }
+
+    /// A guarded append on the writer's own boundary; the writer knows its boundary's last
+    /// position (no one else writes there), so no read is needed.
+    async fn append_disjoint(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let store = resized(&self.url, &self.contention, writers)?;
+        let in_store = Self::head(&store).await?;
+        let run = self.run.clone();
+        let last: Arc<Vec<std::sync::Mutex<Option<u64>>>> =
+            Arc::new((0..writers).map(|_| std::sync::Mutex::new(None)).collect());
+        let measured = measure(writers, self.duration(), move |w, i| {
+            let (store, last) = (store.clone(), last.clone());
+            let course = format!("d{run}-{writers}-{w}");
+            async move {
+                let after = *last[w].lock().expect("not poisoned");
+                let query = Query::from(QueryItem::tagged([format!("course:{course}")]));
+                let e = event("Subscribed", &course, &course, i);
+                let written = store
+                    .append([e], Some(AppendCondition::new(query, after)))
+                    .await?;
+                *last[w].lock().expect("not poisoned") = Some(written.last_position());
+                Ok(Outcome {
+                    events: 1,
+                    conflicts: 0,
+                })
+            }
+        })
+        .await?;
+        let baseline = self.baseline(Scenario::RawInsert, writers).await?;
+        Ok(Self::with_ratio(
+            measured.report(Scenario::AppendDisjoint, writers, in_store),
+            baseline,
+        ))
+    }
+
+    /// Every writer on one boundary: read, decide the next sequence number, append guarded,
+    /// retry on conflict. The log must then hold 0, 1, 2, … without a gap or a repeat.
+    async fn append_hot(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let store = resized(&self.url, &self.contention, writers)?;
+        let in_store = Self::head(&store).await?;
+        let boundary = format!("hot{}-{writers}-{}", self.run, self.baselines.len());
+        let tag = format!("course:{boundary}");
+        let query = Query::from(QueryItem::tagged([tag.clone()]));
+        let measured = {
+            let (store, query, boundary) = (store.clone(), query.clone(), boundary.clone());
+            measure(writers, self.duration(), move |w, _| {
+                let (store, query, boundary) = (store.clone(), query.clone(), boundary.clone());
+                async move { decide_next(&store, &query, &boundary, &format!("w{w}")).await }
+            })
+            .await?
+        };
+        let log = store.read(&query, ReadOptions::default()).await?;
+        let sequence: Vec<u64> = log
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap_or(u64::MAX))
+            .collect();
+        let lost_updates = sequence
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i as u64 != **n)
+            .count();
+        let mut report = measured.report(Scenario::AppendHot, writers, in_store);
+        report
+            .extra
+            .push(("invariant_ok", json!(lost_updates == 0)));
+        report
+            .extra
+            .push(("boundary_events", json!(sequence.len())));
+        if writers == 1 {
+            self.baselines
+                .insert((Scenario::AppendHot, 1), report.appends_per_s);
+        }
+        let baseline = self.baseline(Scenario::AppendHot, 1).await?;
+        assert_eq!(lost_updates, 0, "append-hot lost updates: {sequence:?}");
+        Ok(Self::with_ratio(report, baseline))
+    }
+
+    /// 90% guarded appends on the writer's own boundary, 10% read-decide-append on one of four
+    /// hot boundaries.
+    async fn append_mixed(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let store = resized(&self.url, &self.contention, writers)?;
+        let in_store = Self::head(&store).await?;
+        let run = self.run.clone();
+        let measured = measure(writers, self.duration(), move |w, i| {
+            let store = store.clone();
+            let run = run.clone();
+            async move {
+                if i % 10 == 9 {
+                    let boundary = format!("mixhot{run}-{writers}-{}", (w as u64 + i) % 4);
+                    let query = Query::from(QueryItem::tagged([format!("course:{boundary}")]));
+                    decide_next(&store, &query, &boundary, &format!("w{w}")).await
+                } else {
+                    let course = format!("mix{run}-{writers}-{w}-{i}");
+                    let query = Query::from(QueryItem::tagged([format!("course:{course}")]));
+                    let e = event("Subscribed", &course, &course, i);
+                    store
+                        .append([e], Some(AppendCondition::new(query, None)))
+                        .await?;
+                    Ok(Outcome {
+                        events: 1,
+                        conflicts: 0,
+                    })
+                }
+            }
+        })
+        .await?;
+        let baseline = self.baseline(Scenario::RawInsert, writers).await?;
+        Ok(Self::with_ratio(
+            measured.report(Scenario::AppendMixed, writers, in_store),
+            baseline,
+        ))
+    }
+
+    async fn guard_latency(&mut self) -> Result<Vec<Report>, BoxError> {
+        let (small, large) = if self.args.quick {
+            (2_000, 10_000)
+        } else {
+            (10_000, 1_000_000)
+        };
+        let mut sizes = vec![small, large];
+        if self.args.ten_million && !self.args.quick {
+            sizes.push(10_000_000);
+        }
+        let iterations = if self.args.quick { 20 } else { 200 };
+        let store = fresh_store(&self.url, "bench_guard", 2).await?;
+        let mut reports = Vec::new();
+        let mut baseline: HashMap<(&str, &str), f64> = HashMap::new();
+        let mut loaded = 0;
+        for (step, size) in sizes.iter().enumerate() {
+            load(&store, loaded + 1, *size).await?;
+            loaded = *size;
+            let in_store = Self::head(&store).await?;
+            for (shape, op, mut samples) in
+                guard_samples(&store, step, iterations, &self.run).await?
+            {
+                samples.sort_unstable();
+                let p50 = percentile(&samples, 0.5);
+                let mut report = Report {
+                    scenario: Scenario::GuardLatency.name(),
+                    writers: 1,
+                    events_in_store: in_store,
+                    appends_per_s: if op == "append" { 1000.0 / p50 } else { 0.0 },
+                    p50_ms: p50,
+                    p99_ms: percentile(&samples, 0.99),
+                    ..Report::default()
+                };
+                report.extra.push(("boundary", json!(shape)));
+                report.extra.push(("op", json!(op)));
+                match baseline.get(&(shape, op)) {
+                    None => {
+                        baseline.insert((shape, op), p50);
+                    }
+                    Some(b) => report
+                        .extra
+                        .push(("p50_vs_smallest_store", json!(round(p50 / b, 2)))),
+                }
+                reports.push(report);
+            }
+        }
+        Ok(reports)
+    }
+
+    async fn read_throughput(&mut self) -> Result<Vec<Report>, BoxError> {
+        let size = if self.args.quick { 10_000 } else { 1_000_000 };
+        let store = PgEventStore::from_pool(pool(&self.url, 2)?).with_schema("bench_guard")?;
+        store.migrate().await?;
+        let have = Self::head(&store).await?;
+        if have < size {
+            load(&store, have + 1, size).await?;
+        }
+        let in_store = Self::head(&store).await?;
+        let query = Query::from(QueryItem::types([
+            "CourseDefined",
+            "StudentSubscribed",
+            "StudentUnsubscribed",
+        ]));
+        let mut reports = Vec::new();
+        for limit in [size / 10, size] {
+            let base_rss = rss_mb();
+            let mut peak = base_rss;
+            let started = Instant::now();
+            let mut stream = store.read_stream(&query, ReadOptions::default().limit(limit));
+            let mut n = 0u64;
+            while let Some(e) = stream.try_next().await? {
+                n += 1;
+                std::hint::black_box(&e);
+                if n.is_multiple_of(10_000) {
+                    peak = peak.max(rss_mb());
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let mut report = Report {
+                scenario: Scenario::ReadThroughput.name(),
+                writers: 1,
+                events_in_store: in_store,
+                events_per_s: n as f64 / secs,
+                ..Report::default()
+            };
+            report.extra.push(("events_read", json!(n)));
+            report
+                .extra
+                .push(("peak_rss_growth_mb", json!(round(peak - base_rss, 1))));
+            report.extra.push(("peak_rss_mb", json!(round(peak, 1))));
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
+
+/// Read the hot boundary, decide the next number, append guarded; retry on conflict.
+async fn decide_next(
+    store: &PgEventStore,
+    query: &Query,
+    boundary: &str,
+    writer: &str,
+) -> Result<Outcome, BoxError> {
+    let mut conflicts = 0;
+    loop {
+        let read = store.read(query, ReadOptions::default()).await?;
+        let next = read.len() as u64;
+        let e = event("Counted", boundary, writer, next);
+        match store
+            .append(
+                [e],
+                Some(AppendCondition::new(query.clone(), read.last_position())),
+            )
+            .await
+        {
+            Ok(_) => {
+                return Ok(Outcome {
+                    events: 1,
+                    conflicts,
+                });
+            }
+            Err(e) if e.is_append_condition_failed() => conflicts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Latency samples of one guarded append and one read, per boundary shape.
+async fn guard_samples(
+    store: &PgEventStore,
+    round: usize,
+    iterations: usize,
+    run: &str,
+) -> Result<Vec<(&'static str, &'static str, Vec<Duration>)>, BoxError> {
+    let mut out = Vec::new();
+    let (mut append, mut read) = (Vec::new(), Vec::new());
+    for i in 0..iterations {
+        let tag = format!("empty{run}-{round}-{i}");
+        let query = Query::from(QueryItem::tagged([tag.clone()]));
+        let t = Instant::now();
+        let r = store.read(&query, ReadOptions::default()).await?;
+        read.push(t.elapsed());
+        let t = Instant::now();
+        store
+            .append(
+                [Event::new("Claimed", json!({"n": i})).with_tags([tag])],
+                Some(AppendCondition::new(query, r.last_position())),
+            )
+            .await?;
+        append.push(t.elapsed());
+    }
+    out.push(("empty", "append", append));
+    out.push(("empty", "read", read));
+
+    let (mut append, mut read) = (Vec::new(), Vec::new());
+    for i in 0..iterations {
+        // Boundaries old:1 … old:1000 hold one event each, among the first loaded.
+        let tag = format!("old:{}", 1 + (round * iterations + i) % 1000);
+        let query = Query::from(QueryItem::tagged([tag.clone()]));
+        let t = Instant::now();
+        let r = store.read(&query, ReadOptions::default()).await?;
+        read.push(t.elapsed());
+        let t = Instant::now();
+        store
+            .append(
+                [Event::new("Touched", json!({"n": i})).with_tags([format!("touch:{tag}")])],
+                Some(AppendCondition::new(query, r.last_position())),
+            )
+            .await?;
+        append.push(t.elapsed());
+    }
+    out.push(("old", "append", append));
+    out.push(("old", "read", read));
+
+    let query = Query::from(QueryItem::tagged(["big"]));
+    let mut last = store
+        .read(&query, ReadOptions::default().backwards().limit(1))
+        .await?
+        .last_position();
+    let (mut append, mut read) = (Vec::new(), Vec::new());
+    for i in 0..iterations {
+        let t = Instant::now();
+        let written = store
+            .append(
+                [Event::new("Grown", json!({"n": i})).with_tags(["big"])],
+                Some(AppendCondition::new(query.clone(), last)),
+            )
+            .await?;
+        append.push(t.elapsed());
+        last = Some(written.last_position());
+        if i.is_multiple_of(10) {
+            let t = Instant::now();
+            let r = store.read(&query, ReadOptions::default()).await?;
+            read.push(t.elapsed());
+            assert_eq!(
+                r.last_position(),
+                last,
+                "the read sees the boundary's last append"
+            );
+        }
+    }
+    out.push(("big", "append", append));
+    out.push(("big", "read", read));
+    Ok(out)
+}
+
+/// Resident memory of this process, in MiB (Linux).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!(
+            "The contention benchmark needs PostgreSQL: set DATABASE_URL, e.g.\n  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --release --example contention -- all"
+        );
+        std::process::exit(2);
+    };
+    let max_writers = *args.writers.iter().max().expect("writers");
+    let needs_stores = args
+        .scenarios
+        .iter()
+        .any(|s| !matches!(s, Scenario::GuardLatency | Scenario::ReadThroughput));
+    eprintln!(
+        "contention: {} s per measurement, writers {:?}, {} events loaded",
+        args.seconds, args.writers, args.events
+    );
+    let (contention, raw) = if needs_stores {
+        let contention = fresh_store(&url, "bench_contention", max_writers.max(2)).await?;
+        let raw = fresh_store(&url, "bench_raw", max_writers.max(2)).await?;
+        load(&contention, 1, args.events).await?;
+        load(&raw, 1, args.events).await?;
+        (contention, raw)
+    } else {
+        let s = PgEventStore::from_pool(pool(&url, 1)?);
+        (s.clone(), s)
+    };
+    let mut bench = Bench {
+        url,
+        run: format!("{:x}", std::process::id()),
+        args,
+        contention,
+        raw,
+        baselines: HashMap::new(),
+    };
+    let json_lines = bench.args.json;
+    print_header(json_lines);
+    for scenario in bench.args.scenarios.clone() {
+        match scenario {
+            Scenario::GuardLatency => {
+                for r in bench.guard_latency().await? {
+                    r.print(json_lines);
+                }
+            }
+            Scenario::ReadThroughput => {
+                for r in bench.read_throughput().await? {
+                    r.print(json_lines);
+                }
+            }
+            _ => {
+                for writers in bench.args.writers.clone() {
+                    let report = match scenario {
+                        Scenario::RawInsert => bench.raw_insert(writers).await?,
+                        Scenario::AppendUnguarded => bench.append_unguarded(writers).await?,
+                        Scenario::AppendDisjoint => bench.append_disjoint(writers).await?,
+                        Scenario::AppendHot => bench.append_hot(writers).await?,
+                        Scenario::AppendMixed => bench.append_mixed(writers).await?,
+                        _ => unreachable!(),
+                    };
+                    report.print(json_lines);
+                }
+            }
+        }
+    }
+    Ok(())
+}
