@@ -6,7 +6,6 @@ use std::sync::Arc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use tracing::debug;
 
@@ -23,7 +22,6 @@ pub const DEFAULT_SCHEMA: &str = "dcbstore";
 /// The most events one append accepts unless told otherwise.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 
-const LOCK_KEYS_SQL: &str = include_str!("sql/lock_keys.sql");
 /// A connection's prepared statements are dropped when they grow past this many (appends with
 /// many different query shapes).
 const MAX_CACHED_STATEMENTS: usize = 256;
@@ -346,12 +344,13 @@ impl PgEventStore {
             (&c.fail_if_events_match, after)
         });
         let schema = &self.config.schema;
+        let locks = LockPlan::new(
+            schema.as_str(),
+            &events,
+            condition.map(|c| &c.fail_if_events_match),
+        );
         Ok(PreparedAppend {
-            locks: LockPlan::new(
-                schema.as_str(),
-                &events,
-                condition.map(|c| &c.fail_if_events_match),
-            ),
+            lock: sql::lock_keys(schema, &locks, guard),
             insert: sql::insert_events(schema, &events, guard),
             after: condition.map(|c| c.after),
             events,
@@ -402,7 +401,7 @@ impl EventStore for PgEventStore {
 /// An append checked and compiled, ready to run in a transaction.
 struct PreparedAppend {
     events: Vec<Event>,
-    locks: LockPlan,
+    lock: Statement,
     insert: Statement,
     /// `Some` when guarded: the condition's `after`.
     after: Option<Option<u64>>,
@@ -424,16 +423,14 @@ impl PreparedAppend {
         }
         let prepare = Error::db("preparing the append");
         let lock = client
-            .prepare_typed_cached(LOCK_KEYS_SQL, &[Type::INT8_ARRAY, Type::BOOL_ARRAY])
+            .prepare_typed_cached(&self.lock.sql, self.lock.types())
             .await
             .map_err(&prepare)?;
         let insert = client
             .prepare_typed_cached(&self.insert.sql, self.insert.types())
             .await
             .map_err(&prepare)?;
-        let values = self.insert.values();
-        let lock_values: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&self.locks.keys, &self.locks.exclusive];
+        let (lock_values, values) = (self.lock.values(), self.insert.values());
         let (begun, locked, inserted, committed) = futures::join!(
             client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
             client.query(&lock, &lock_values),
@@ -449,13 +446,9 @@ impl PreparedAppend {
     /// Runs the append inside the caller's transaction: the lock statement and the guarded
     /// insert, pipelined, unprepared (the transaction's connection has no statement cache).
     async fn run_in(&self, tx: &Transaction<'_>) -> Result<AppendResult> {
-        let lock_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] = [
-            (&self.locks.keys, Type::INT8_ARRAY),
-            (&self.locks.exclusive, Type::BOOL_ARRAY),
-        ];
-        let params = self.insert.params();
+        let (lock_params, params) = (self.lock.params(), self.insert.params());
         let (locked, inserted) = futures::join!(
-            tx.query_typed(LOCK_KEYS_SQL, &lock_params),
+            tx.query_typed(&self.lock.sql, &lock_params),
             tx.query_typed(&self.insert.sql, &params),
         );
         let rows = self.finish(locked, inserted)?;

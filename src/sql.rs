@@ -13,6 +13,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::InvalidInput;
 use crate::event::Event;
+use crate::locks::LockPlan;
 use crate::query::{Query, QueryItem, ReadOptions};
 use crate::validate;
 
@@ -176,31 +177,8 @@ pub(crate) fn insert_events(
 
     let mut insert = Sql::insert();
     if let Some((query, after)) = condition {
-        let mut guard = Sql::select();
-        guard.expr(Expr::cust("1")).from(schema.events());
-        if let Some(filter) = filter(query) {
-            guard.cond_where(filter);
-        }
-        if let Some(after) = after {
-            guard.and_where(Expr::col("position").gt(after));
-        }
-        // MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so
-        // PostgreSQL uses the indexes instead of a "fast start" walk of the primary key, which
-        // visits the whole table when the boundary is empty or its events are old.
-        insert.with_cte(
-            WithClause::new()
-                .cte(
-                    CommonTableExpression::new()
-                        .query(guard)
-                        .table_name("guard")
-                        .materialized(true)
-                        .to_owned(),
-                )
-                .to_owned(),
-        );
-        source.and_where(Expr::not_exists(
-            Sql::select().expr(Expr::cust("1")).from("guard").to_owned(),
-        ));
+        insert.with_cte(guard(schema, query, after));
+        source.and_where(no_conflict());
     }
     insert
         .into_table(schema.events())
@@ -209,6 +187,66 @@ pub(crate) fn insert_events(
         .expect("the source selects exactly the written columns")
         .returning_col("position");
     Statement::build(&insert)
+}
+
+/// The advisory locks of an append (see `locks.rs`), taken in one pass in key order. Guarded,
+/// the locks are only taken when the guard does not already see a conflict: a decision that is
+/// stale already fails at once instead of queueing for the boundary's lock (the insert that
+/// follows finds the same conflict and writes nothing).
+pub(crate) fn lock_keys(
+    schema: &SchemaName,
+    locks: &LockPlan,
+    condition: Option<(&Query, Option<i64>)>,
+) -> Statement {
+    let keys = SqlValue::from(locks.keys.clone());
+    let mut select = Sql::select();
+    select
+        .expr(Expr::cust_with_values(
+            "CASE WHEN ($2)[i] THEN pg_advisory_xact_lock(($1)[i]) \
+             ELSE pg_advisory_xact_lock_shared(($1)[i]) END",
+            [keys.clone(), SqlValue::from(locks.exclusive.clone())],
+        ))
+        .from_function(
+            Func::cust("generate_subscripts")
+                .arg(Expr::val(keys))
+                .arg(1),
+            "i",
+        );
+    if let Some((query, after)) = condition {
+        select.with_cte(guard(schema, query, after));
+        select.and_where(no_conflict());
+    }
+    Statement::build(&select)
+}
+
+/// `WITH guard AS MATERIALIZED (SELECT 1 FROM events WHERE <query> AND position > after)`.
+///
+/// MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so PostgreSQL
+/// uses the indexes instead of a "fast start" walk of the primary key, which visits the whole
+/// table when the boundary is empty or its events are old.
+fn guard(schema: &SchemaName, query: &Query, after: Option<i64>) -> WithClause {
+    let mut guard = Sql::select();
+    guard.expr(Expr::cust("1")).from(schema.events());
+    if let Some(filter) = filter(query) {
+        guard.cond_where(filter);
+    }
+    if let Some(after) = after {
+        guard.and_where(Expr::col("position").gt(after));
+    }
+    WithClause::new()
+        .cte(
+            CommonTableExpression::new()
+                .query(guard)
+                .table_name("guard")
+                .materialized(true)
+                .to_owned(),
+        )
+        .to_owned()
+}
+
+/// `NOT EXISTS (SELECT 1 FROM guard)`.
+fn no_conflict() -> Expr {
+    Expr::not_exists(Sql::select().expr(Expr::cust("1")).from("guard").to_owned())
 }
 
 /// The `WHERE` condition of `query`; `None` when it matches everything.
@@ -383,6 +421,42 @@ mod tests {
             ),
             "{}",
             s.sql
+        );
+    }
+
+    #[test]
+    fn lock_statement_takes_keys_in_order_unless_the_guard_sees_a_conflict() {
+        let locks = LockPlan {
+            keys: vec![-5, 7],
+            exclusive: vec![true, false],
+        };
+        let lock = |condition| lock_keys(&schema(), &locks, condition).sql;
+        // sea-query numbers each placeholder where it appears, binding the value it names.
+        let take = r#"SELECT CASE WHEN ($1)[i] THEN pg_advisory_xact_lock(($2)[i]) ELSE pg_advisory_xact_lock_shared(($3)[i]) END FROM generate_subscripts($4, $5) AS "i""#;
+        let unguarded = lock_keys(&schema(), &locks, None);
+        assert_eq!(unguarded.sql, take);
+        let types: Vec<Type> = unguarded.params().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            types,
+            [
+                Type::BOOL_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT4
+            ]
+        );
+        let query = Query::from(QueryItem::tagged(["t:1"]));
+        assert_eq!(
+            lock(Some((&query, Some(9)))),
+            format!(
+                r#"WITH "guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "tags" @> $1 AND "position" > $2) {} WHERE NOT EXISTS(SELECT 1 FROM "guard")"#,
+                take.replace("$5", "$7")
+                    .replace("$4", "$6")
+                    .replace("$3", "$5")
+                    .replace("$2", "$4")
+                    .replace("$1", "$3")
+            )
         );
     }
 

@@ -445,9 +445,11 @@ impl Bench {
                 i,
             );
             async move {
+                // Prepared once per connection, like the store's own statements: one round trip.
                 let client = pool.get().await?;
+                let insert = client.prepare_cached(&sql).await?;
                 client
-                    .execute(&sql, &[&e.id, &e.event_type, &e.tags, &e.payload])
+                    .execute(&insert, &[&e.id, &e.event_type, &e.tags, &e.payload])
                     .await?;
                 Ok(Outcome {
                     events: 1,
@@ -721,7 +723,8 @@ impl Bench {
     }
 }
 
-/// Read the hot boundary, decide the next number, append guarded; retry on conflict.
+/// Read the hot boundary's last event, decide the next number, append guarded by the whole
+/// boundary; on conflict back off (jittered, growing) and retry.
 async fn decide_next(
     store: &PgEventStore,
     query: &Query,
@@ -730,13 +733,18 @@ async fn decide_next(
 ) -> Result<Outcome, BoxError> {
     let mut conflicts = 0;
     loop {
-        let read = store.read(query, ReadOptions::default()).await?;
-        let next = read.len() as u64;
+        let last = store
+            .read(query, ReadOptions::default().backwards().limit(1))
+            .await?;
+        let next = last
+            .events()
+            .first()
+            .map_or(0, |e| e.payload["n"].as_u64().expect("a counted event") + 1);
         let e = event("Counted", boundary, writer, next);
         match store
             .append(
                 [e],
-                Some(AppendCondition::new(query.clone(), read.last_position())),
+                Some(AppendCondition::new(query.clone(), last.last_position())),
             )
             .await
         {
@@ -746,10 +754,20 @@ async fn decide_next(
                     conflicts,
                 });
             }
-            Err(e) if e.is_append_condition_failed() => conflicts += 1,
+            Err(e) if e.is_append_condition_failed() => {
+                conflicts += 1;
+                tokio::time::sleep(backoff(conflicts)).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Full jitter: a random wait up to 1 ms × 2^attempt, at most 250 ms.
+fn backoff(attempt: u64) -> Duration {
+    let cap_us = (1_000u64 << attempt.min(8)).min(250_000);
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    Duration::from_micros(random % cap_us)
 }
 
 /// Latency samples of one guarded append and one read, per boundary shape.
