@@ -73,7 +73,22 @@ pub enum Error {
     #[error("invalid connection configuration: {0}")]
     Config(String),
 
-    /// A stored row could not be turned into an event (the schema does not match this version).
+    /// A stored event has a type the domain event type does not know
+    /// ([`DomainEvent`](crate::DomainEvent)).
+    #[error("unknown event type {event_type:?} at position {position}")]
+    UnknownEventType {
+        /// The stored type.
+        event_type: String,
+        /// Position of the event (0 when it was not read from a store).
+        position: u64,
+    },
+
+    /// A domain event could not be serialized into an event.
+    #[error("could not encode a domain event: {0}")]
+    Encode(String),
+
+    /// A stored row could not be turned into an event (the schema does not match this version),
+    /// or a stored event into a domain event.
     #[error("could not decode stored event at position {position}: {message}")]
     Decode {
         /// Position of the row, or 0 when even that could not be read.

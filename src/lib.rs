@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod decision;
 mod error;
 mod event;
 mod jsonb;
@@ -11,8 +12,11 @@ mod pg;
 mod query;
 mod sql;
 mod store;
+mod streams;
+mod typed;
 mod validate;
 
+pub use decision::{DecideError, DecisionModel, Projection, RetryPolicy, decide, decide_with};
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
 pub use jsonb::jsonb_contains;
@@ -20,6 +24,8 @@ pub use memory::MemoryEventStore;
 pub use pg::{DEFAULT_MAX_BATCH_SIZE, DEFAULT_SCHEMA, PgEventStore};
 pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
 pub use store::{AppendResult, EventStore, EventStream, ReadResult};
+pub use streams::{ClassicStream, ExpectedVersion};
+pub use typed::DomainEvent;
 
 /// The PostgreSQL driver and pool this crate is built on, re-exported so that callers use the
 /// same versions (e.g. for [`PgEventStore::append_in`]).

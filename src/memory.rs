@@ -1,6 +1,6 @@
 //! [`MemoryEventStore`]: the event store in memory, with PostgreSQL's semantics.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::pg::DEFAULT_MAX_BATCH_SIZE;
 use crate::query::{AppendCondition, Query, ReadOptions};
-use crate::store::{AppendResult, EventStore, EventStream, check_append, check_read};
+use crate::store::{
+    AppendResult, EventStore, EventStream, check_append, check_read, replay_or_duplicate,
+};
 
 /// An event store in memory: for tests of decision logic, examples and prototypes.
 ///
@@ -50,7 +52,8 @@ pub struct MemoryEventStore {
 #[derive(Debug, Default)]
 struct Log {
     events: Vec<Arc<SequencedEvent>>,
-    ids: HashSet<Uuid>,
+    /// Event id → position.
+    ids: HashMap<Uuid, u64>,
 }
 
 impl Default for MemoryEventStore {
@@ -151,6 +154,9 @@ impl MemoryEventStore {
     ) -> Result<AppendResult> {
         check_append(&events, condition, self.max_batch_size)?;
         let mut log = self.write_log();
+        if events.iter().any(|e| log.ids.contains_key(&e.id)) {
+            return replay_or_duplicate(&events, &log.ids);
+        }
         if let Some(c) = condition {
             let after = c.after.unwrap_or(0);
             let conflict = log
@@ -163,14 +169,11 @@ impl MemoryEventStore {
                 return Err(Error::AppendConditionFailed { after: c.after });
             }
         }
-        if let Some(e) = events.iter().find(|e| log.ids.contains(&e.id)) {
-            return Err(Error::DuplicateEventId { event_id: e.id });
-        }
         let occurred_at = OffsetDateTime::now_utc();
         let first = log.events.last().map_or(1, |e| e.position + 1);
         let positions: Vec<u64> = (first..).take(events.len()).collect();
         for (event, position) in events.into_iter().zip(&positions) {
-            log.ids.insert(event.id);
+            log.ids.insert(event.id, *position);
             log.events.push(Arc::new(SequencedEvent {
                 position: *position,
                 occurred_at,

@@ -1,5 +1,6 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -8,13 +9,17 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use tracing::debug;
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::locks::LockPlan;
 use crate::query::{AppendCondition, Query, ReadOptions};
 use crate::sql::{self, SchemaName, Statement};
-use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
+use crate::store::{
+    AppendResult, EventStore, EventStream, ReadResult, check_append, check_read,
+    replay_or_duplicate,
+};
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "dcbstore";
@@ -393,7 +398,13 @@ impl EventStore for PgEventStore {
         async move {
             let prepared = prepared?;
             let client = pool.get().await?;
-            prepared.run_pooled(&client).await
+            match prepared.run_pooled(&client).await {
+                // The same ids were being appended concurrently (e.g. the first try of this very
+                // append, whose outcome the caller did not learn): now that it has committed,
+                // running again reports it as a replay.
+                Err(Error::DuplicateEventId { .. }) => prepared.run_pooled(&client).await,
+                outcome => outcome,
+            }
         }
     }
 }
@@ -465,21 +476,31 @@ impl PreparedAppend {
         inserted.map_err(|e| self.insert_error(e))
     }
 
-    /// The written positions; none means the guard found a conflict.
+    /// What the insert's rows say: written, replayed, duplicate, or a failed condition.
     fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
-        if rows.is_empty() {
+        let mut written = Vec::with_capacity(self.events.len());
+        let mut existing = HashMap::new();
+        for row in &rows {
+            let decode = Error::db("reading the written positions");
+            let position = row.try_get::<_, i64>(0).map_err(&decode)? as u64;
+            let event_id: Uuid = row.try_get(1).map_err(&decode)?;
+            if row.try_get::<_, bool>(2).map_err(&decode)? {
+                existing.insert(event_id, position);
+            } else {
+                written.push(position);
+            }
+        }
+        if !existing.is_empty() {
+            return replay_or_duplicate(&self.events, &existing);
+        }
+        if written.is_empty() {
             let after = self.after.flatten();
             debug!(?after, "append condition failed");
             return Err(Error::AppendConditionFailed { after });
         }
-        let mut positions = rows
-            .iter()
-            .map(|r| r.try_get::<_, i64>(0).map(|p| p as u64))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Error::db("reading the written positions"))?;
         // Positions are drawn in batch order; RETURNING does not promise that order.
-        positions.sort_unstable();
-        Ok(AppendResult::new(positions))
+        written.sort_unstable();
+        Ok(AppendResult::new(written))
     }
 
     fn insert_error(&self, e: tokio_postgres::Error) -> Error {

@@ -61,6 +61,41 @@ impl Query {
         }
     }
 
+    /// The union of `queries`: every event one of them matches (and possibly more: when the
+    /// queries restrict `occurred_at` differently, the union does not restrict it).
+    ///
+    /// ```
+    /// use dcbstore::{Query, QueryItem};
+    /// let q = Query::union([
+    ///     Query::from(QueryItem::tagged(["course:c1"])),
+    ///     Query::from(QueryItem::tagged(["student:s1"])),
+    ///     Query::from(QueryItem::tagged(["course:c1"])),
+    /// ]);
+    /// assert_eq!(q.items().len(), 2);
+    /// assert!(Query::union([Query::all(), q]).is_all());
+    /// ```
+    pub fn union(queries: impl IntoIterator<Item = Query>) -> Self {
+        let queries: Vec<Query> = queries.into_iter().collect();
+        let range = queries.first().map(Query::occurred_range);
+        let same_range = queries.iter().all(|q| Some(q.occurred_range()) == range);
+        let mut union = if queries.iter().any(Query::is_all) {
+            Query::all()
+        } else {
+            let mut items: Vec<QueryItem> = Vec::new();
+            for item in queries.into_iter().flat_map(|q| q.items) {
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            Query::from_items(items)
+        };
+        if let (true, Some((from, before))) = (same_range, range) {
+            union.occurred_from = from;
+            union.occurred_before = before;
+        }
+        union
+    }
+
     /// Adds one more item to the OR.
     ///
     /// ```

@@ -5,7 +5,7 @@
 use sea_query::extension::postgres::{PgExpr, PgFunc};
 use sea_query::{
     CommonTableExpression, Condition, Expr, ExprTrait, Func, Order, PostgresQueryBuilder,
-    Query as Sql, Value as SqlValue, WithClause,
+    Query as Sql, UnionType, Value as SqlValue, WithClause,
 };
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use serde_json::{Value, json};
@@ -145,9 +145,12 @@ pub(crate) fn select_events(
     Ok(Statement::build(&select))
 }
 
-/// The append: one `INSERT … SELECT` from the batch (a JSONB array turned into rows of the events
-/// table), guarded when there is a condition by a CTE that selects the matching events after
-/// `after`. Returns the written positions; no row means the condition failed.
+/// The append: one statement. Its `INSERT … SELECT` from the batch (a JSONB array turned into rows
+/// of the events table) writes only if no event of the batch is stored yet (CTE `existing`) and,
+/// guarded, if no event matches the condition after `after` (CTE `guard`). It returns
+/// `(position, event_id, existed)` for the inserted events, or for the already stored ones: all
+/// of them is an idempotent replay, some of them a duplicate id, none and nothing inserted a
+/// failed condition.
 pub(crate) fn insert_events(
     schema: &SchemaName,
     events: &[Event],
@@ -175,18 +178,56 @@ pub(crate) fn insert_events(
         .columns(WRITTEN.map(|c| ("batch", c)))
         .from_function(rows, "batch");
 
-    let mut insert = Sql::insert();
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+    let mut existing = Sql::select();
+    existing
+        .columns(["position", "event_id"])
+        .from(schema.events())
+        .and_where(Expr::col("event_id").eq(PgFunc::any(Expr::val(ids))));
+    source.and_where(Expr::not_exists(
+        Sql::select()
+            .expr(Expr::cust("1"))
+            .from("existing")
+            .to_owned(),
+    ));
+
+    let mut with = WithClause::new();
     if let Some((query, after)) = condition {
-        insert.with_cte(guard(schema, query, after));
+        with.cte(guard(schema, query, after));
         source.and_where(no_conflict());
     }
+    let mut insert = Sql::insert();
     insert
         .into_table(schema.events())
         .columns(WRITTEN)
         .select_from(source)
         .expect("the source selects exactly the written columns")
-        .returning_col("position");
-    Statement::build(&insert)
+        .returning(Sql::returning().columns(["position", "event_id"]));
+    with.cte(
+        CommonTableExpression::new()
+            .query(existing)
+            .table_name("existing")
+            .materialized(true)
+            .to_owned(),
+    )
+    .cte(
+        CommonTableExpression::new()
+            .query(insert)
+            .table_name("inserted")
+            .to_owned(),
+    );
+    let outcome = |table: &'static str, existed: &'static str| {
+        Sql::select()
+            .columns(["position", "event_id"])
+            .expr_as(Expr::cust(existed), "existed")
+            .from(table)
+            .to_owned()
+    };
+    let mut select = outcome("inserted", "FALSE");
+    select
+        .union(UnionType::All, outcome("existing", "TRUE"))
+        .with_cte(with);
+    Statement::build(&select)
 }
 
 /// The advisory locks of an append (see `locks.rs`), taken in one pass in key order. Guarded,
@@ -213,7 +254,11 @@ pub(crate) fn lock_keys(
             "i",
         );
     if let Some((query, after)) = condition {
-        select.with_cte(guard(schema, query, after));
+        select.with_cte(
+            WithClause::new()
+                .cte(guard(schema, query, after))
+                .to_owned(),
+        );
         select.and_where(no_conflict());
     }
     Statement::build(&select)
@@ -224,7 +269,7 @@ pub(crate) fn lock_keys(
 /// MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so PostgreSQL
 /// uses the indexes instead of a "fast start" walk of the primary key, which visits the whole
 /// table when the boundary is empty or its events are old.
-fn guard(schema: &SchemaName, query: &Query, after: Option<i64>) -> WithClause {
+fn guard(schema: &SchemaName, query: &Query, after: Option<i64>) -> CommonTableExpression {
     let mut guard = Sql::select();
     guard.expr(Expr::cust("1")).from(schema.events());
     if let Some(filter) = filter(query) {
@@ -233,14 +278,10 @@ fn guard(schema: &SchemaName, query: &Query, after: Option<i64>) -> WithClause {
     if let Some(after) = after {
         guard.and_where(Expr::col("position").gt(after));
     }
-    WithClause::new()
-        .cte(
-            CommonTableExpression::new()
-                .query(guard)
-                .table_name("guard")
-                .materialized(true)
-                .to_owned(),
-        )
+    CommonTableExpression::new()
+        .query(guard)
+        .table_name("guard")
+        .materialized(true)
         .to_owned()
 }
 
@@ -382,13 +423,31 @@ mod tests {
         );
     }
 
-    const INSERT: &str = r#"INSERT INTO "dcb"."events" ("event_id", "event_type", "tags", "payload", "metadata") SELECT "batch"."event_id", "batch"."event_type", "batch"."tags", "batch"."payload", "batch"."metadata" FROM jsonb_populate_recordset(NULL::"dcb"."events", $1) AS "batch""#;
+    /// The insert CTE and the final select of every append; `{p}` is the first parameter after
+    /// the guard's.
+    fn append_sql(guard: &str, first: usize) -> String {
+        let (ids, batch) = (first, first + 1);
+        let guard_check = if guard.is_empty() {
+            String::new()
+        } else {
+            r#" AND (NOT EXISTS(SELECT 1 FROM "guard"))"#.to_string()
+        };
+        let existing_check = if guard.is_empty() {
+            r#"NOT EXISTS(SELECT 1 FROM "existing")"#
+        } else {
+            r#"(NOT EXISTS(SELECT 1 FROM "existing"))"#
+        };
+        format!(
+            r#"WITH {guard}"existing" AS  MATERIALIZED (SELECT "position", "event_id" FROM "dcb"."events" WHERE "event_id" = ANY(${ids})) , "inserted" AS (INSERT INTO "dcb"."events" ("event_id", "event_type", "tags", "payload", "metadata") SELECT "batch"."event_id", "batch"."event_type", "batch"."tags", "batch"."payload", "batch"."metadata" FROM jsonb_populate_recordset(NULL::"dcb"."events", ${batch}) AS "batch" WHERE {existing_check}{guard_check} RETURNING "position", "event_id") SELECT "position", "event_id", FALSE AS "existed" FROM "inserted" UNION ALL (SELECT "position", "event_id", TRUE AS "existed" FROM "existing")"#
+        )
+    }
 
     #[test]
-    fn unconditional_append_is_a_plain_insert_select() {
+    fn unconditional_append_inserts_unless_an_id_is_stored() {
         let s = insert_events(&schema(), &[Event::new("A", json!({}))], None);
-        assert_eq!(s.sql, format!(r#"{INSERT} RETURNING "position""#));
-        assert_eq!(s.params()[0].1, Type::JSONB);
+        assert_eq!(s.sql, append_sql("", 1));
+        let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(types, [Type::UUID_ARRAY, Type::JSONB]);
     }
 
     #[test]
@@ -401,9 +460,9 @@ mod tests {
         );
         assert_eq!(
             s.sql,
-            format!(
-                r#"WITH "guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3) {INSERT_AFTER_PARAMS} WHERE NOT EXISTS(SELECT 1 FROM "guard") RETURNING "position""#,
-                INSERT_AFTER_PARAMS = INSERT.replace("$1", "$4")
+            append_sql(
+                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3) , "#,
+                4
             )
         );
     }
@@ -415,12 +474,12 @@ mod tests {
             &[Event::new("A", json!({}))],
             Some((&Query::all(), None)),
         );
-        assert!(
-            s.sql.starts_with(
-                r#"WITH "guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events") INSERT"#
-            ),
-            "{}",
-            s.sql
+        assert_eq!(
+            s.sql,
+            append_sql(
+                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events") , "#,
+                1
+            )
         );
     }
 

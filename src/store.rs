@@ -1,13 +1,15 @@
 //! The [`EventStore`] trait both backends implement, and the results it returns.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use futures::TryStreamExt;
 
-use crate::error::{InvalidInput, Result};
+use crate::error::{Error, InvalidInput, Result};
 use crate::event::{Event, SequencedEvent, validate_batch};
 use crate::query::{AppendCondition, Query, ReadOptions};
 use crate::validate;
+use uuid::Uuid;
 
 /// A stream of events in read order.
 ///
@@ -178,6 +180,32 @@ pub trait EventStore: Send + Sync {
     }
 }
 
+/// Classifies an append some of whose ids are stored already (`existing`: id → position): all of
+/// them is an idempotent replay, some of them a duplicate.
+pub(crate) fn replay_or_duplicate(
+    events: &[Event],
+    existing: &HashMap<Uuid, u64>,
+) -> Result<AppendResult> {
+    let positions: Option<Vec<u64>> = events
+        .iter()
+        .map(|e| existing.get(&e.id).copied())
+        .collect();
+    match positions {
+        Some(positions) => Ok(AppendResult {
+            positions,
+            replay: true,
+        }),
+        None => {
+            let event_id = events
+                .iter()
+                .map(|e| e.id)
+                .find(|id| existing.contains_key(id))
+                .expect("some id is stored");
+            Err(Error::DuplicateEventId { event_id })
+        }
+    }
+}
+
 /// Checks a read's input the same way for every backend.
 pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), InvalidInput> {
     query.validate()?;
@@ -321,13 +349,40 @@ impl IntoIterator for ReadResult {
 pub struct AppendResult {
     /// Never empty: an append writes at least one event.
     positions: Vec<u64>,
+    replay: bool,
 }
 
 impl AppendResult {
     /// Wraps the positions of a successful append (at least one).
     pub(crate) fn new(positions: Vec<u64>) -> Self {
         debug_assert!(!positions.is_empty());
-        Self { positions }
+        Self {
+            positions,
+            replay: false,
+        }
+    }
+
+    /// `true` when every event of the batch was stored already (the same ids): an idempotent
+    /// retry, e.g. after a timeout left the first outcome unknown. Nothing was written and the
+    /// positions are the original ones, even if the condition would now fail because of those
+    /// very events.
+    ///
+    /// ```
+    /// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let event = Event::new("PaymentReceived", serde_json::json!({"amount": 10}));
+    /// let condition = AppendCondition::new(Query::all(), None);
+    /// let first = store.append([event.clone()], Some(condition.clone())).await?;
+    /// let retry = store.append([event], Some(condition)).await?;
+    /// assert!(retry.is_replay() && !first.is_replay());
+    /// assert_eq!(retry.positions(), first.positions());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_replay(&self) -> bool {
+        self.replay
     }
 
     /// The positions of the appended events, in batch order.

@@ -1,0 +1,184 @@
+//! Classic streams on a DCB store, for users coming from stream-based event stores: a stream is
+//! the consistency boundary of one tag, and its expected version a condition on that tag.
+
+use crate::error::{Error, Result};
+use crate::event::{Event, SequencedEvent};
+use crate::query::{AppendCondition, Query, QueryItem, ReadOptions};
+use crate::store::{AppendResult, EventStore};
+
+/// The version a writer expects a stream to be at. Versions are log positions: the position of
+/// the stream's last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream holds.
+    Any,
+    /// The stream must not exist yet (hold no event).
+    NoStream,
+    /// The stream's last event must be at this position.
+    Exact(u64),
+}
+
+/// A classic event stream, e.g. of one aggregate: the events tagged `stream:<id>`.
+///
+/// ```
+/// use dcbstore::{ClassicStream, Event, EventStore, ExpectedVersion, MemoryEventStore};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let order = ClassicStream::new("order-42");
+/// let created = order
+///     .append(&store, [Event::new("OrderCreated", json!({}))], ExpectedVersion::NoStream)
+///     .await?;
+/// let (events, version) = order.read(&store).await?;
+/// assert_eq!((events.len(), version), (1, Some(created.last_position())));
+///
+/// // A writer that still expects an empty stream loses.
+/// let err = order
+///     .append(&store, [Event::new("OrderCreated", json!({}))], ExpectedVersion::NoStream)
+///     .await
+///     .unwrap_err();
+/// assert!(err.is_append_condition_failed());
+/// order
+///     .append(&store, [Event::new("OrderPaid", json!({}))], ExpectedVersion::Exact(created.last_position()))
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicStream {
+    id: String,
+}
+
+impl ClassicStream {
+    /// The stream with id `id`.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ClassicStream::new("cart-1").tag(), "stream:cart-1");
+    /// ```
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into() }
+    }
+
+    /// The stream's id.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ClassicStream::new("cart-1").id(), "cart-1");
+    /// ```
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The tag its events carry: `stream:<id>`.
+    ///
+    /// ```
+    /// assert_eq!(dcbstore::ClassicStream::new("a").tag(), "stream:a");
+    /// ```
+    pub fn tag(&self) -> String {
+        format!("stream:{}", self.id)
+    }
+
+    /// The query of its events.
+    ///
+    /// ```
+    /// let q = dcbstore::ClassicStream::new("a").query();
+    /// assert_eq!(q.items()[0].tag_list(), ["stream:a"]);
+    /// ```
+    pub fn query(&self) -> Query {
+        Query::from(QueryItem::tagged([self.tag()]))
+    }
+
+    /// The append condition for `expected` (`None` for [`ExpectedVersion::Any`]). For
+    /// [`ExpectedVersion::Exact`] it only guards against later events;
+    /// [`ClassicStream::append`] also checks that the version is the current one.
+    ///
+    /// ```
+    /// use dcbstore::{ClassicStream, ExpectedVersion};
+    /// let s = ClassicStream::new("a");
+    /// assert!(s.condition(ExpectedVersion::Any).is_none());
+    /// assert_eq!(s.condition(ExpectedVersion::Exact(7)).unwrap().after, Some(7));
+    /// ```
+    pub fn condition(&self, expected: ExpectedVersion) -> Option<AppendCondition> {
+        match expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(AppendCondition::new(self.query(), None)),
+            ExpectedVersion::Exact(version) => {
+                Some(AppendCondition::new(self.query(), Some(version)))
+            }
+        }
+    }
+
+    /// The stream's events and its version (`None` while it has no event).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::read`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = dcbstore::MemoryEventStore::new();
+    /// let (events, version) = dcbstore::ClassicStream::new("a").read(&store).await?;
+    /// assert!(events.is_empty() && version.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read(
+        &self,
+        store: &impl EventStore,
+    ) -> Result<(Vec<SequencedEvent>, Option<u64>)> {
+        let read = store.read(&self.query(), ReadOptions::default()).await?;
+        let version = read.last_position();
+        Ok((read.into_events(), version))
+    }
+
+    /// Appends `events` to the stream (tagging them with [`ClassicStream::tag`]) if it is at the
+    /// `expected` version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AppendConditionFailed`] when the stream is not at the expected version; otherwise
+    /// as [`EventStore::append`].
+    ///
+    /// ```
+    /// use dcbstore::{ClassicStream, Event, ExpectedVersion};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = dcbstore::MemoryEventStore::new();
+    /// let s = ClassicStream::new("a");
+    /// let w = s.append(&store, [Event::new("Opened", serde_json::json!({}))], ExpectedVersion::Any).await?;
+    /// assert!(s.append(&store, [Event::new("Closed", serde_json::json!({}))], ExpectedVersion::Exact(w.last_position() + 1)).await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn append(
+        &self,
+        store: &impl EventStore,
+        events: impl IntoIterator<Item = Event>,
+        expected: ExpectedVersion,
+    ) -> Result<AppendResult> {
+        if let ExpectedVersion::Exact(version) = expected {
+            let last = store
+                .read(&self.query(), ReadOptions::default().backwards().limit(1))
+                .await?;
+            if last.last_position() != Some(version) {
+                return Err(Error::AppendConditionFailed {
+                    after: Some(version),
+                });
+            }
+        }
+        let tag = self.tag();
+        let events: Vec<Event> = events
+            .into_iter()
+            .map(|e| {
+                if e.has_tag(&tag) {
+                    e
+                } else {
+                    e.with_tags([tag.clone()])
+                }
+            })
+            .collect();
+        store.append(events, self.condition(expected)).await
+    }
+}
