@@ -355,7 +355,7 @@ impl PgEventStore {
             condition.map(|c| &c.fail_if_events_match),
         );
         Ok(PreparedAppend {
-            lock: sql::lock_keys(schema, &locks, guard),
+            lock: sql::lock_keys(&locks),
             insert: sql::insert_events(schema, &events, guard),
             after: condition.map(|c| c.after),
             events,
