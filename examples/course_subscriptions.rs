@@ -2,8 +2,8 @@
 //!
 //! Rules: a course has a capacity (that can change); a student subscribes to a course at most
 //! once and to at most 3 courses. The decision "subscribe student S to course C" reads one
-//! dynamic stream that spans two entities, the course and the student, and appends guarded by
-//! the same query.
+//! dynamic stream spanning two entities, the course and the student: three projections composed
+//! into one decision model, whose query also guards the append.
 //!
 //! Run: `cargo run --example course_subscriptions` (in memory), or with `DATABASE_URL` set
 //! (PostgreSQL).
@@ -14,157 +14,167 @@ mod shared;
 use std::sync::Arc;
 
 use dcbstore::{
-    AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions,
-    SequencedEvent,
+    AppendCondition, DecideError, DecisionModel, DomainEvent, Event, EventStore, MemoryEventStore,
+    Projection, QueryItem, ReadOptions, decide,
 };
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
 const MAX_COURSES_PER_STUDENT: usize = 3;
 
-fn course_tag(course: &str) -> String {
-    format!("course:{course}")
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum CourseEvent {
+    CourseDefined { course: String, capacity: u32 },
+    CourseCapacityChanged { course: String, capacity: u32 },
+    StudentSubscribedToCourse { course: String, student: String },
 }
 
-fn student_tag(student: &str) -> String {
-    format!("student:{student}")
+impl DomainEvent for CourseEvent {
+    fn tags(&self) -> Vec<String> {
+        match self {
+            CourseEvent::CourseDefined { course, .. }
+            | CourseEvent::CourseCapacityChanged { course, .. } => vec![format!("course:{course}")],
+            CourseEvent::StudentSubscribedToCourse { course, student } => {
+                vec![format!("course:{course}"), format!("student:{student}")]
+            }
+        }
+    }
 }
 
-/// Everything the subscription decision needs: the course's definition, capacity changes and
-/// subscriptions, and the student's subscriptions.
-fn subscription_boundary(course: &str, student: &str) -> Query {
-    Query::from_items([
-        QueryItem::types([
-            "CourseDefined",
-            "CourseCapacityChanged",
-            "StudentSubscribedToCourse",
-        ])
-        .tags([course_tag(course)]),
-        QueryItem::types(["StudentSubscribedToCourse"]).tags([student_tag(student)]),
+impl CourseEvent {
+    fn stored(self) -> Event {
+        self.to_event().expect("course events serialize")
+    }
+}
+
+/// The course's capacity; `None` while it is not defined.
+fn capacity(course: &str) -> Projection<Option<u32>> {
+    Projection::new(
+        QueryItem::types(["CourseDefined", "CourseCapacityChanged"])
+            .tags([format!("course:{course}")]),
+        None,
+        |capacity, e| {
+            if let Ok(
+                CourseEvent::CourseDefined { capacity: c, .. }
+                | CourseEvent::CourseCapacityChanged { capacity: c, .. },
+            ) = CourseEvent::from_stored(e)
+            {
+                *capacity = Some(c);
+            }
+        },
+    )
+}
+
+/// How many students the course has.
+fn subscriptions(course: &str) -> Projection<usize> {
+    Projection::new(
+        QueryItem::types(["StudentSubscribedToCourse"]).tags([format!("course:{course}")]),
+        0,
+        |n, _| *n += 1,
+    )
+}
+
+/// The courses of a student.
+fn courses_of(student: &str) -> Projection<Vec<String>> {
+    Projection::new(
+        QueryItem::types(["StudentSubscribedToCourse"]).tags([format!("student:{student}")]),
+        Vec::new(),
+        |courses, e| courses.push(e.payload["course"].as_str().unwrap_or_default().into()),
+    )
+}
+
+fn subscription_model(
+    course: &str,
+    student: &str,
+) -> impl DecisionModel<State = (Option<u32>, usize, Vec<String>)> {
+    (capacity(course), subscriptions(course), courses_of(student))
+}
+
+/// The rules, as a pure function of the decision model's state.
+fn subscribe_rules(
+    (capacity, taken, courses): (Option<u32>, usize, Vec<String>),
+    course: &str,
+    student: &str,
+) -> Result<Vec<Event>, String> {
+    let capacity = capacity.ok_or(format!("course {course} does not exist"))?;
+    if courses.iter().any(|c| c == course) {
+        return Err(format!("{student} is already subscribed to {course}"));
+    }
+    if taken >= capacity as usize {
+        return Err(format!("course {course} is full (capacity {capacity})"));
+    }
+    if courses.len() >= MAX_COURSES_PER_STUDENT {
+        return Err(format!(
+            "{student} already has {MAX_COURSES_PER_STUDENT} courses"
+        ));
+    }
+    Ok(vec![
+        CourseEvent::StudentSubscribedToCourse {
+            course: course.into(),
+            student: student.into(),
+        }
+        .stored(),
     ])
 }
 
-/// The state of one subscription decision, folded from the boundary's events.
-#[derive(Debug, Default)]
-struct SubscriptionState {
-    capacity: Option<u64>,
-    course_subscriptions: usize,
-    student_courses: usize,
-    already_subscribed: bool,
-}
-
-impl SubscriptionState {
-    fn fold(course: &str, student: &str, events: &[SequencedEvent]) -> Self {
-        let mut state = Self::default();
-        for e in events {
-            let in_course = e.has_tag(&course_tag(course));
-            match e.event_type.as_str() {
-                "CourseDefined" | "CourseCapacityChanged" => {
-                    state.capacity = e.payload["capacity"].as_u64();
-                }
-                "StudentSubscribedToCourse" => {
-                    let by_student = e.has_tag(&student_tag(student));
-                    state.course_subscriptions += usize::from(in_course);
-                    state.student_courses += usize::from(by_student);
-                    state.already_subscribed |= in_course && by_student;
-                }
-                _ => {}
-            }
-        }
-        state
-    }
-
-    fn decide(&self, course: &str, student: &str) -> Result<Event, String> {
-        let capacity = self
-            .capacity
-            .ok_or(format!("course {course} does not exist"))?;
-        if self.already_subscribed {
-            return Err(format!("{student} is already subscribed to {course}"));
-        }
-        if self.course_subscriptions as u64 >= capacity {
-            return Err(format!("course {course} is full (capacity {capacity})"));
-        }
-        if self.student_courses >= MAX_COURSES_PER_STUDENT {
-            return Err(format!(
-                "{student} already has {MAX_COURSES_PER_STUDENT} courses"
-            ));
-        }
-        Ok(Event::new(
-            "StudentSubscribedToCourse",
-            json!({"course": course, "student": student}),
-        )
-        .with_tags([course_tag(course), student_tag(student)]))
-    }
-}
-
-/// Why a subscription did not happen.
-#[derive(Debug)]
-enum Rejected {
-    /// A business rule said no.
-    Rule(String),
-    /// Someone else changed the boundary between our read and our append.
-    Conflict,
-}
-
-/// One attempt: read the boundary, decide, append guarded by the same query.
-async fn try_subscribe(
-    store: &impl EventStore,
-    course: &str,
-    student: &str,
-) -> dcbstore::Result<Result<u64, Rejected>> {
-    let query = subscription_boundary(course, student);
-    let read = store.read(&query, ReadOptions::default()).await?;
-    let state = SubscriptionState::fold(course, student, read.events());
-    let event = match state.decide(course, student) {
-        Ok(event) => event,
-        Err(rule) => return Ok(Err(Rejected::Rule(rule))),
-    };
-    let condition = AppendCondition::new(query, read.last_position());
-    match store.append([event], Some(condition)).await {
-        Ok(written) => Ok(Ok(written.last_position())),
-        Err(e) if e.is_append_condition_failed() => Ok(Err(Rejected::Conflict)),
-        Err(e) => Err(e),
-    }
-}
-
-/// Subscribes, retrying when a concurrent append changed the boundary.
 async fn subscribe(
     store: &impl EventStore,
     course: &str,
     student: &str,
-) -> dcbstore::Result<Result<u64, String>> {
-    loop {
-        match try_subscribe(store, course, student).await? {
-            Ok(position) => return Ok(Ok(position)),
-            Err(Rejected::Rule(rule)) => return Ok(Err(rule)),
-            Err(Rejected::Conflict) => continue,
-        }
-    }
+) -> Result<u64, DecideError<String>> {
+    let model = subscription_model(course, student);
+    let written = decide(store, &model, |state| {
+        subscribe_rules(state, course, student)
+    })
+    .await?;
+    Ok(written.expect("a subscription appends").last_position())
 }
 
 async fn define_course(
     store: &impl EventStore,
     course: &str,
-    capacity: u64,
-) -> dcbstore::Result<()> {
-    let query = Query::from(QueryItem::types(["CourseDefined"]).tags([course_tag(course)]));
-    let event = Event::new(
-        "CourseDefined",
-        json!({"course": course, "capacity": capacity}),
-    )
-    .with_tags([course_tag(course)]);
-    // Guarded by "no such course yet": defining a course twice fails.
-    store
-        .append([event], Some(AppendCondition::new(query, None)))
-        .await?;
-    println!("  defined {course}, capacity {capacity}");
+    capacity_: u32,
+) -> Result<(), DecideError<String>> {
+    decide(store, &capacity(course), |current| match current {
+        Some(_) => Err(format!("course {course} exists already")),
+        None => Ok(vec![
+            CourseEvent::CourseDefined {
+                course: course.into(),
+                capacity: capacity_,
+            }
+            .stored(),
+        ]),
+    })
+    .await?;
+    Ok(())
+}
+
+async fn change_capacity(
+    store: &impl EventStore,
+    course: &str,
+    new: u32,
+) -> Result<(), DecideError<String>> {
+    decide(store, &capacity(course), |current| match current {
+        None => Err(format!("course {course} does not exist")),
+        Some(_) => Ok(vec![
+            CourseEvent::CourseCapacityChanged {
+                course: course.into(),
+                capacity: new,
+            }
+            .stored(),
+        ]),
+    })
+    .await?;
     Ok(())
 }
 
 async fn show(store: &impl EventStore, course: &str, student: &str) -> dcbstore::Result<()> {
-    match subscribe(store, course, student).await? {
+    match subscribe(store, course, student).await {
         Ok(position) => println!("  {student} -> {course}: subscribed (position {position})"),
-        Err(rule) => println!("  {student} -> {course}: rejected, {rule}"),
+        Err(DecideError::Rejected(rule)) => println!("  {student} -> {course}: rejected, {rule}"),
+        Err(DecideError::Store(e)) => return Err(e),
+        Err(e) => println!("  {student} -> {course}: {e}"),
     }
     Ok(())
 }
@@ -176,98 +186,76 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
         (c("math"), c("art"), c("music"), c("chess"), c("robotics"));
 
     println!("Courses:");
-    define_course(&store, &math, 2).await?;
-    for course in [&art, &music, &chess] {
-        define_course(&store, course, 10).await?;
+    for (course, seats) in [
+        (&math, 2),
+        (&art, 10),
+        (&music, 10),
+        (&chess, 10),
+        (&robotics, 1),
+    ] {
+        define_course(&store, course, seats)
+            .await
+            .expect("a new course");
+        println!("  defined {course}, capacity {seats}");
     }
-    define_course(&store, &robotics, 1).await?;
-    let again = define_course(&store, &math, 5).await;
-    println!(
-        "  defining {math} again: {}",
-        match again {
-            Err(e) if e.is_append_condition_failed() => "rejected, it exists",
-            Err(_) => "failed",
-            Ok(()) => "accepted?!",
-        }
-    );
+    if let Err(e) = define_course(&store, &math, 5).await {
+        println!("  defining {math} again: {e}");
+    }
 
-    println!(
-        "\nSubscriptions (capacity of {math}: 2; at most {MAX_COURSES_PER_STUDENT} courses per student):"
-    );
+    println!("\nSubscriptions (at most {MAX_COURSES_PER_STUDENT} courses per student):");
     show(&store, &math, "ada").await?;
     show(&store, &math, "ada").await?;
     show(&store, &math, "bob").await?;
     show(&store, &math, "eve").await?;
-    let query = Query::from(
-        QueryItem::types(["CourseDefined", "CourseCapacityChanged"]).tags([course_tag(&math)]),
-    );
-    let read = store.read(&query, ReadOptions::default()).await?;
-    store
-        .append(
-            [Event::new(
-                "CourseCapacityChanged",
-                json!({"course": math, "capacity": 3}),
-            )
-            .with_tags([course_tag(&math)])],
-            Some(AppendCondition::new(query, read.last_position())),
-        )
-        .await?;
+    change_capacity(&store, &math, 3)
+        .await
+        .expect("math exists");
     println!("  capacity of {math} changed to 3");
     show(&store, &math, "eve").await?;
     for course in [&art, &music, &chess] {
         show(&store, course, "ada").await?;
     }
 
-    println!("\nA stale decision: two decisions read the same boundary, the second append loses:");
-    let query = subscription_boundary(&art, "yan");
-    let stale = store.read(&query, ReadOptions::default()).await?;
-    println!("  yan's decision reads {art} ({} events)", stale.len());
-    try_subscribe(&store, &art, "zoe")
-        .await?
+    println!("\nA stale decision: the boundary changes between read and append:");
+    let model = subscription_model(&art, "yan");
+    let read = store.read(&model.query(), ReadOptions::default()).await?;
+    let decided = subscribe_rules(model.fold(read.events()), &art, "yan").expect("room for yan");
+    println!("  yan's decision read {} events: there is room", read.len());
+    subscribe(&store, &art, "zoe")
+        .await
         .expect("zoe gets a seat");
     println!("  meanwhile zoe subscribes to {art}");
-    let yan = SubscriptionState::fold(&art, "yan", stale.events())
-        .decide(&art, "yan")
-        .expect("the stale read says there is room");
+    let condition = AppendCondition::new(model.query(), read.last_position());
     let err = store
-        .append(
-            [yan],
-            Some(AppendCondition::new(query, stale.last_position())),
-        )
+        .append(decided, Some(condition))
         .await
         .expect_err("the boundary changed after the read");
     println!("  yan's append: {err}");
     assert!(err.is_append_condition_failed());
 
-    println!("\nA race: 12 students try to take the only seat of {robotics} at the same time:");
+    println!("\nA race: 12 students try to take the only seat of {robotics} at once:");
     let barrier = Arc::new(Barrier::new(12));
     let tasks: Vec<_> = (0..12)
         .map(|i| {
             let (store, course, barrier) = (store.clone(), robotics.clone(), barrier.clone());
             tokio::spawn(async move {
-                let student = format!("racer{i}");
                 barrier.wait().await;
-                let outcome = subscribe(&store, &course, &student).await;
-                (student, outcome)
+                (i, subscribe(&store, &course, &format!("racer{i}")).await)
             })
         })
         .collect();
     let mut winners = Vec::new();
     for task in tasks {
-        let (student, outcome) = task.await.expect("task");
-        if outcome?.is_ok() {
-            winners.push(student);
+        let (i, outcome) = task.await.expect("task");
+        match outcome {
+            Ok(_) => winners.push(format!("racer{i}")),
+            Err(DecideError::Store(e)) => return Err(e),
+            Err(_) => {}
         }
     }
-    let seats_taken = store
-        .read(
-            &Query::from(
-                QueryItem::types(["StudentSubscribedToCourse"]).tags([course_tag(&robotics)]),
-            ),
-            ReadOptions::default(),
-        )
-        .await?
-        .len();
+    let seats = subscriptions(&robotics);
+    let log = store.read(seats.query(), ReadOptions::default()).await?;
+    let seats_taken = seats.fold(log.events());
     println!("  winners: {winners:?}; subscriptions in the log: {seats_taken}");
     assert_eq!(seats_taken, 1, "the guard kept the course within capacity");
     println!("\nThe guard held: the course never went over capacity.");

@@ -1,9 +1,9 @@
 //! Library lending with Dynamic Consistency Boundaries.
 //!
 //! Rules: a book copy is lent to one reader at a time; a reader holds at most 2 copies. The
-//! decision "lend copy B to reader R" spans the copy and the reader. Here the boundary is found
-//! through payload predicates (`BookID`, `ReaderID`), not tags: DCB does not need a stream per
-//! entity.
+//! decision "lend copy B to reader R" spans the copy and the reader: three projections composed
+//! into one decision model. Here the boundary is found through payload predicates (`BookID`,
+//! `ReaderID`), not tags: DCB does not need a stream per entity.
 //!
 //! Run: `cargo run --example library_lending` (in memory), or with `DATABASE_URL` set
 //! (PostgreSQL).
@@ -15,113 +15,102 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use dcbstore::{
-    AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions,
-    SequencedEvent,
+    AppendCondition, DecideError, DecisionModel, Event, EventStore, MemoryEventStore, Projection,
+    Query, QueryItem, ReadOptions, decide,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
 
 const MAX_COPIES_PER_READER: usize = 2;
 
-/// The events the lending decision needs: the copy's existence, and every loan or return that
-/// involves the copy or the reader.
-fn lending_boundary(book: &str, reader: &str) -> Query {
-    Query::from_items([
+/// Whether the copy exists.
+fn copy_exists(book: &str) -> Projection<bool> {
+    Projection::new(
         QueryItem::types(["BookCopyAdded"]).payload_all_of([("BookID", json!(book))]),
+        false,
+        |exists, _| *exists = true,
+    )
+}
+
+/// Who holds the copy.
+fn holder_of(book: &str) -> Projection<Option<String>> {
+    Projection::new(
         QueryItem::types(["BookCopyLentToReader", "BookCopyReturnedByReader"])
-            .payload_any_of([("BookID", json!(book)), ("ReaderID", json!(reader))]),
-    ])
-}
-
-#[derive(Debug, Default)]
-struct Lending {
-    copy_exists: bool,
-    copy_lent_to: Option<String>,
-    reader_holds: BTreeSet<String>,
-}
-
-impl Lending {
-    fn fold(book: &str, reader: &str, events: &[SequencedEvent]) -> Self {
-        let mut state = Self::default();
-        for e in events {
-            let (b, r) = (
-                e.payload["BookID"].as_str().unwrap_or_default(),
-                e.payload["ReaderID"].as_str().unwrap_or_default(),
-            );
-            match e.event_type.as_str() {
-                "BookCopyAdded" => state.copy_exists = true,
-                "BookCopyLentToReader" => {
-                    if b == book {
-                        state.copy_lent_to = Some(r.to_string());
-                    }
-                    if r == reader {
-                        state.reader_holds.insert(b.to_string());
-                    }
-                }
-                "BookCopyReturnedByReader" => {
-                    if b == book {
-                        state.copy_lent_to = None;
-                    }
-                    if r == reader {
-                        state.reader_holds.remove(b);
-                    }
-                }
-                _ => {}
+            .payload_all_of([("BookID", json!(book))]),
+        None,
+        |holder, e| {
+            *holder = match e.event_type.as_str() {
+                "BookCopyLentToReader" => e.payload["ReaderID"].as_str().map(String::from),
+                _ => None,
             }
-        }
-        state
-    }
-
-    fn lend(&self, book: &str, reader: &str) -> Result<Event, String> {
-        if !self.copy_exists {
-            return Err(format!("there is no copy {book}"));
-        }
-        if let Some(holder) = &self.copy_lent_to {
-            return Err(format!("{book} is lent to {holder}"));
-        }
-        if self.reader_holds.len() >= MAX_COPIES_PER_READER {
-            return Err(format!("{reader} already holds {:?}", self.reader_holds));
-        }
-        Ok(Event::new(
-            "BookCopyLentToReader",
-            json!({"BookID": book, "ReaderID": reader}),
-        ))
-    }
-
-    fn give_back(&self, book: &str, reader: &str) -> Result<Event, String> {
-        if self.copy_lent_to.as_deref() != Some(reader) {
-            return Err(format!("{reader} does not hold {book}"));
-        }
-        Ok(Event::new(
-            "BookCopyReturnedByReader",
-            json!({"BookID": book, "ReaderID": reader}),
-        ))
-    }
+        },
+    )
 }
 
-/// Reads the boundary, decides with `decide`, appends guarded by the same query; retries when a
-/// concurrent append changed the boundary. `Ok(Err(reason))` when the rules say no.
+/// The copies a reader holds.
+fn loans_of(reader: &str) -> Projection<BTreeSet<String>> {
+    Projection::new(
+        QueryItem::types(["BookCopyLentToReader", "BookCopyReturnedByReader"])
+            .payload_all_of([("ReaderID", json!(reader))]),
+        BTreeSet::new(),
+        |loans, e| {
+            let book = e.payload["BookID"].as_str().unwrap_or_default().to_string();
+            if e.event_type == "BookCopyLentToReader" {
+                loans.insert(book);
+            } else {
+                loans.remove(&book);
+            }
+        },
+    )
+}
+
+/// The state of one lending decision: the copy and the reader, read at once.
+type Lending = (bool, Option<String>, BTreeSet<String>);
+
+fn lending_model(book: &str, reader: &str) -> impl DecisionModel<State = Lending> {
+    (copy_exists(book), holder_of(book), loans_of(reader))
+}
+
+fn lend((exists, holder, loans): Lending, book: &str, reader: &str) -> Result<Vec<Event>, String> {
+    if !exists {
+        return Err(format!("there is no copy {book}"));
+    }
+    if let Some(holder) = holder {
+        return Err(format!("{book} is lent to {holder}"));
+    }
+    if loans.len() >= MAX_COPIES_PER_READER {
+        return Err(format!("{reader} already holds {loans:?}"));
+    }
+    Ok(vec![Event::new(
+        "BookCopyLentToReader",
+        json!({"BookID": book, "ReaderID": reader}),
+    )])
+}
+
+fn give_back((_, holder, _): Lending, book: &str, reader: &str) -> Result<Vec<Event>, String> {
+    if holder.as_deref() != Some(reader) {
+        return Err(format!("{reader} does not hold {book}"));
+    }
+    Ok(vec![Event::new(
+        "BookCopyReturnedByReader",
+        json!({"BookID": book, "ReaderID": reader}),
+    )])
+}
+
+type Rule = fn(Lending, &str, &str) -> Result<Vec<Event>, String>;
+
+/// Reads the boundary, applies `rule`, appends guarded by the same query, retries on conflict.
 async fn execute(
     store: &impl EventStore,
     book: &str,
     reader: &str,
-    decide: fn(&Lending, &str, &str) -> Result<Event, String>,
-) -> dcbstore::Result<Result<u64, String>> {
-    let query = lending_boundary(book, reader);
-    loop {
-        let read = store.read(&query, ReadOptions::default()).await?;
-        let state = Lending::fold(book, reader, read.events());
-        let event = match decide(&state, book, reader) {
-            Ok(event) => event,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        let condition = AppendCondition::new(query.clone(), read.last_position());
-        match store.append([event], Some(condition)).await {
-            Ok(written) => return Ok(Ok(written.last_position())),
-            Err(e) if e.is_append_condition_failed() => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    rule: Rule,
+) -> Result<u64, DecideError<String>> {
+    let written = decide(store, &lending_model(book, reader), |state| {
+        rule(state, book, reader)
+    })
+    .await?;
+    Ok(written.expect("lending appends").last_position())
 }
 
 async fn show(
@@ -129,11 +118,15 @@ async fn show(
     verb: &str,
     book: &str,
     reader: &str,
-    decide: fn(&Lending, &str, &str) -> Result<Event, String>,
+    rule: Rule,
 ) -> dcbstore::Result<()> {
-    match execute(store, book, reader, decide).await? {
+    match execute(store, book, reader, rule).await {
         Ok(position) => println!("  {verb} {book} / {reader}: done (position {position})"),
-        Err(reason) => println!("  {verb} {book} / {reader}: rejected, {reason}"),
+        Err(DecideError::Rejected(reason)) => {
+            println!("  {verb} {book} / {reader}: rejected, {reason}")
+        }
+        Err(DecideError::Store(e)) => return Err(e),
+        Err(e) => println!("  {verb} {book} / {reader}: {e}"),
     }
     Ok(())
 }
@@ -154,28 +147,25 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     println!(
         "Lending (a copy goes to one reader at a time; at most {MAX_COPIES_PER_READER} copies per reader):"
     );
-    show(&store, "lend", &dune, &ann, Lending::lend).await?;
-    show(&store, "lend", &dune, &ben, Lending::lend).await?;
-    show(&store, "lend", &emma, &ann, Lending::lend).await?;
-    show(&store, "lend", &odyssey, &ann, Lending::lend).await?;
-    show(&store, "return", &dune, &ben, Lending::give_back).await?;
-    show(&store, "return", &dune, &ann, Lending::give_back).await?;
-    show(&store, "lend", &dune, &ben, Lending::lend).await?;
-    show(&store, "lend", &b("missing"), &ben, Lending::lend).await?;
+    show(&store, "lend", &dune, &ann, lend).await?;
+    show(&store, "lend", &dune, &ben, lend).await?;
+    show(&store, "lend", &emma, &ann, lend).await?;
+    show(&store, "lend", &odyssey, &ann, lend).await?;
+    show(&store, "return", &dune, &ben, give_back).await?;
+    show(&store, "return", &dune, &ann, give_back).await?;
+    show(&store, "lend", &dune, &ben, lend).await?;
+    show(&store, "lend", &b("missing"), &ben, lend).await?;
 
     println!("\nA stale decision: the copy is lent to someone else between read and append:");
-    let query = lending_boundary(&odyssey, &ben);
-    let stale = store.read(&query, ReadOptions::default()).await?;
-    let lend_to_ben = Lending::fold(&odyssey, &ben, stale.events())
-        .lend(&odyssey, &ben)
+    let model = lending_model(&odyssey, &ben);
+    let stale = store.read(&model.query(), ReadOptions::default()).await?;
+    let lend_to_ben = lend(model.fold(stale.events()), &odyssey, &ben)
         .expect("the stale read says the copy is free");
     let carl = b("carl");
-    show(&store, "lend", &odyssey, &carl, Lending::lend).await?;
+    show(&store, "lend", &odyssey, &carl, lend).await?;
+    let condition = AppendCondition::new(model.query(), stale.last_position());
     let err = store
-        .append(
-            [lend_to_ben],
-            Some(AppendCondition::new(query, stale.last_position())),
-        )
+        .append(lend_to_ben, Some(condition))
         .await
         .expect_err("the boundary changed after the read");
     println!("  lend {odyssey} / {ben} on the stale read: {err}");
@@ -189,7 +179,7 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
             let reader = b(&format!("reader{i}"));
             tokio::spawn(async move {
                 barrier.wait().await;
-                let outcome = execute(&store, &book, &reader, Lending::lend).await;
+                let outcome = execute(&store, &book, &reader, lend).await;
                 (reader, outcome)
             })
         })
@@ -197,8 +187,10 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     let mut winners = Vec::new();
     for task in tasks {
         let (reader, outcome) = task.await.expect("task");
-        if outcome?.is_ok() {
-            winners.push(reader);
+        match outcome {
+            Ok(_) => winners.push(reader),
+            Err(DecideError::Store(e)) => return Err(e),
+            Err(_) => {}
         }
     }
     let loans = store
