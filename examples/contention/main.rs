@@ -482,6 +482,12 @@ impl Bench {
         Ok(report.appends_per_s)
     }
 
+    /// `report` with its ratio to raw-insert at the same writer count, measured in this run.
+    async fn against_raw(&mut self, report: Report) -> Result<Report, BoxError> {
+        let baseline = self.baseline(Scenario::RawInsert, report.writers).await?;
+        Ok(Self::with_ratio(report, baseline))
+    }
+
     fn with_ratio(mut report: Report, baseline: f64) -> Report {
         report.baseline_per_s = Some(baseline);
         report.ratio = Some(report.appends_per_s / baseline);
@@ -509,11 +515,8 @@ impl Bench {
             }
         })
         .await?;
-        let baseline = self.baseline(Scenario::RawInsert, writers).await?;
-        Ok(Self::with_ratio(
-            measured.report(Scenario::AppendUnguarded, writers, in_store),
-            baseline,
-        ))
+        self.against_raw(measured.report(Scenario::AppendUnguarded, writers, in_store))
+            .await
     }
 
     /// A guarded append on the writer's own boundary; the writer knows its boundary's last
@@ -542,11 +545,8 @@ impl Bench {
             }
         })
         .await?;
-        let baseline = self.baseline(Scenario::RawInsert, writers).await?;
-        Ok(Self::with_ratio(
-            measured.report(Scenario::AppendDisjoint, writers, in_store),
-            baseline,
-        ))
+        self.against_raw(measured.report(Scenario::AppendDisjoint, writers, in_store))
+            .await
     }
 
     /// Every writer on one boundary: read, decide the next sequence number, append guarded,
@@ -620,11 +620,8 @@ impl Bench {
             }
         })
         .await?;
-        let baseline = self.baseline(Scenario::RawInsert, writers).await?;
-        Ok(Self::with_ratio(
-            measured.report(Scenario::AppendMixed, writers, in_store),
-            baseline,
-        ))
+        self.against_raw(measured.report(Scenario::AppendMixed, writers, in_store))
+            .await
     }
 
     async fn guard_latency(&mut self) -> Result<Vec<Report>, BoxError> {
