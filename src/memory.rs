@@ -49,11 +49,74 @@ pub struct MemoryEventStore {
     max_batch_size: usize,
 }
 
+/// The log and its indexes. Positions are contiguous from 1: event `p` is `events[p - 1]`.
 #[derive(Debug, Default)]
 struct Log {
     events: Vec<Arc<SequencedEvent>>,
     /// Event id → position.
     ids: HashMap<Uuid, u64>,
+    /// Tag → positions of the events carrying it, ascending.
+    by_tag: HashMap<String, Vec<u64>>,
+    /// Event type → positions, ascending.
+    by_type: HashMap<String, Vec<u64>>,
+}
+
+impl Log {
+    /// The positions that can match `query`, ascending, from the tag and type indexes; `None`
+    /// when an item constrains neither (every event is a candidate).
+    fn candidates(&self, query: &Query) -> Option<Vec<u64>> {
+        if query.is_all() {
+            return None;
+        }
+        let mut positions = Vec::new();
+        for item in query.items() {
+            let lists: Vec<&[u64]> = if !item.tag_list().is_empty() {
+                // Every tag is required: the shortest list has all the matches.
+                let shortest = item
+                    .tag_list()
+                    .iter()
+                    .map(|t| self.by_tag.get(t).map_or(&[][..], Vec::as_slice))
+                    .min_by_key(|l| l.len())
+                    .unwrap_or(&[]);
+                vec![shortest]
+            } else if let Some(types) = item.type_list() {
+                types
+                    .iter()
+                    .map(|t| self.by_type.get(t).map_or(&[][..], Vec::as_slice))
+                    .collect()
+            } else {
+                return None;
+            };
+            lists
+                .into_iter()
+                .for_each(|l| positions.extend_from_slice(l));
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        Some(positions)
+    }
+
+    fn at(&self, position: u64) -> &Arc<SequencedEvent> {
+        &self.events[(position - 1) as usize]
+    }
+
+    /// Events that can match `query` with a position above `after`, newest first.
+    fn newest_candidates<'a>(
+        &'a self,
+        query: &Query,
+        after: u64,
+    ) -> Box<dyn Iterator<Item = &'a Arc<SequencedEvent>> + 'a> {
+        match self.candidates(query) {
+            None => Box::new(self.events.iter().rev().take_while(move |e| e.position > after)),
+            Some(positions) => Box::new(
+                positions
+                    .into_iter()
+                    .rev()
+                    .take_while(move |p| *p > after)
+                    .map(|p| self.at(p)),
+            ),
+        }
+    }
 }
 
 impl Default for MemoryEventStore {
@@ -137,14 +200,22 @@ impl MemoryEventStore {
         let limit = options
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let pick = |e: &Arc<SequencedEvent>| SequencedEvent::clone(e);
-        if options.backwards {
-            let it = log.events.iter().rev().filter(in_range).filter(matching);
-            it.take(limit).map(pick).collect()
+        let candidates: Box<dyn DoubleEndedIterator<Item = &Arc<SequencedEvent>>> =
+            match log.candidates(query) {
+                None => Box::new(log.events.iter()),
+                Some(positions) => Box::new(positions.into_iter().map(|p| log.at(p))),
+            };
+        let ordered: Box<dyn Iterator<Item = &Arc<SequencedEvent>>> = if options.backwards {
+            Box::new(candidates.rev())
         } else {
-            let it = log.events.iter().filter(in_range).filter(matching);
-            it.take(limit).map(pick).collect()
-        }
+            candidates
+        };
+        ordered
+            .filter(in_range)
+            .filter(matching)
+            .take(limit)
+            .map(|e| SequencedEvent::clone(e))
+            .collect()
     }
 
     fn append_now(
@@ -158,13 +229,10 @@ impl MemoryEventStore {
             return replay_or_duplicate(&events, &log.ids);
         }
         if let Some(c) = condition {
-            let after = c.after.unwrap_or(0);
+            let query = &c.fail_if_events_match;
             let conflict = log
-                .events
-                .iter()
-                .rev()
-                .take_while(|e| e.position > after)
-                .any(|e| c.fail_if_events_match.matches(e));
+                .newest_candidates(query, c.after.unwrap_or(0))
+                .any(|e| query.matches(e));
             if conflict {
                 return Err(Error::AppendConditionFailed { after: c.after });
             }
@@ -174,6 +242,17 @@ impl MemoryEventStore {
         let positions: Vec<u64> = (first..).take(events.len()).collect();
         for (event, position) in events.into_iter().zip(&positions) {
             log.ids.insert(event.id, *position);
+            for tag in &event.tags {
+                let list = log.by_tag.entry(tag.clone()).or_default();
+                // An event may repeat a tag; index it once.
+                if list.last() != Some(position) {
+                    list.push(*position);
+                }
+            }
+            log.by_type
+                .entry(event.event_type.clone())
+                .or_default()
+                .push(*position);
             log.events.push(Arc::new(SequencedEvent {
                 position: *position,
                 occurred_at,
