@@ -426,8 +426,9 @@ impl PreparedAppend {
     /// held: it sees every conflicting append that committed before, and every later one waits
     /// for this transaction to end. When the guard finds a conflict the insert writes nothing and
     /// `COMMIT` ends an empty transaction; when a statement fails, PostgreSQL turns the pipelined
-    /// `COMMIT` into a rollback. Both statements are prepared once per connection: planning the
-    /// guarded insert costs more than running it.
+    /// `COMMIT` into a rollback. Both statements are prepared once per connection (parsed and
+    /// analysed once; PostgreSQL still plans the guard for the actual values, whose best plan
+    /// depends on them).
     async fn run_pooled(&self, client: &deadpool_postgres::Client) -> Result<AppendResult> {
         if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
             client.statement_cache.clear();
