@@ -107,7 +107,12 @@ impl Log {
         after: u64,
     ) -> Box<dyn Iterator<Item = &'a Arc<SequencedEvent>> + 'a> {
         match self.candidates(query) {
-            None => Box::new(self.events.iter().rev().take_while(move |e| e.position > after)),
+            None => Box::new(
+                self.events
+                    .iter()
+                    .rev()
+                    .take_while(move |e| e.position > after),
+            ),
             Some(positions) => Box::new(
                 positions
                     .into_iter()
