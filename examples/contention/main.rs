@@ -246,6 +246,12 @@ struct Outcome {
     conflicts: u64,
 }
 
+/// One event appended, no conflict on the way.
+const ONE_APPENDED: Outcome = Outcome {
+    events: 1,
+    conflicts: 0,
+};
+
 /// Totals of one measurement.
 struct Measured {
     ops: u64,
@@ -451,10 +457,7 @@ impl Bench {
                 client
                     .execute(&insert, &[&e.id, &e.event_type, &e.tags, &e.payload])
                     .await?;
-                Ok(Outcome {
-                    events: 1,
-                    conflicts: 0,
-                })
+                Ok(ONE_APPENDED)
             }
         })
         .await?;
@@ -508,10 +511,7 @@ impl Bench {
             );
             async move {
                 store.append([e], None).await?;
-                Ok(Outcome {
-                    events: 1,
-                    conflicts: 0,
-                })
+                Ok(ONE_APPENDED)
             }
         })
         .await?;
@@ -538,10 +538,7 @@ impl Bench {
                     .append([e], Some(AppendCondition::new(query, after)))
                     .await?;
                 *last[w].lock().expect("not poisoned") = Some(written.last_position());
-                Ok(Outcome {
-                    events: 1,
-                    conflicts: 0,
-                })
+                Ok(ONE_APPENDED)
             }
         })
         .await?;
@@ -612,10 +609,7 @@ impl Bench {
                     store
                         .append([e], Some(AppendCondition::new(query, None)))
                         .await?;
-                    Ok(Outcome {
-                        events: 1,
-                        conflicts: 0,
-                    })
+                    Ok(ONE_APPENDED)
                 }
             }
         })
