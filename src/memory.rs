@@ -96,29 +96,17 @@ impl Log {
         Some(positions)
     }
 
-    fn at(&self, position: u64) -> &Arc<SequencedEvent> {
-        &self.events[(position - 1) as usize]
-    }
-
-    /// Events that can match `query` with a position above `after`, newest first.
-    fn newest_candidates<'a>(
+    /// The events that can match `query` (see [`Log::candidates`]), in position order.
+    fn candidate_events<'a>(
         &'a self,
         query: &Query,
-        after: u64,
-    ) -> Box<dyn Iterator<Item = &'a Arc<SequencedEvent>> + 'a> {
+    ) -> Box<dyn DoubleEndedIterator<Item = &'a Arc<SequencedEvent>> + 'a> {
         match self.candidates(query) {
-            None => Box::new(
-                self.events
-                    .iter()
-                    .rev()
-                    .take_while(move |e| e.position > after),
-            ),
+            None => Box::new(self.events.iter()),
             Some(positions) => Box::new(
                 positions
                     .into_iter()
-                    .rev()
-                    .take_while(move |p| *p > after)
-                    .map(|p| self.at(p)),
+                    .map(|p| &self.events[(p - 1) as usize]),
             ),
         }
     }
@@ -205,11 +193,7 @@ impl MemoryEventStore {
         let limit = options
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let candidates: Box<dyn DoubleEndedIterator<Item = &Arc<SequencedEvent>>> =
-            match log.candidates(query) {
-                None => Box::new(log.events.iter()),
-                Some(positions) => Box::new(positions.into_iter().map(|p| log.at(p))),
-            };
+        let candidates = log.candidate_events(query);
         let ordered: Box<dyn Iterator<Item = &Arc<SequencedEvent>>> = if options.backwards {
             Box::new(candidates.rev())
         } else {
@@ -236,7 +220,9 @@ impl MemoryEventStore {
         if let Some(c) = condition {
             let query = &c.fail_if_events_match;
             let conflict = log
-                .newest_candidates(query, c.after.unwrap_or(0))
+                .candidate_events(query)
+                .rev()
+                .take_while(|e| e.position > c.after.unwrap_or(0))
                 .any(|e| query.matches(e));
             if conflict {
                 return Err(Error::AppendConditionFailed { after: c.after });

@@ -481,8 +481,8 @@ impl PreparedAppend {
     fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
         let mut written = Vec::with_capacity(self.events.len());
         let mut existing = HashMap::new();
+        let decode = Error::db("reading the written positions");
         for row in &rows {
-            let decode = Error::db("reading the written positions");
             let position = row.try_get::<_, i64>(0).map_err(&decode)? as u64;
             let event_id: Uuid = row.try_get(1).map_err(&decode)?;
             if row.try_get::<_, bool>(2).map_err(&decode)? {

@@ -66,8 +66,8 @@ impl SchemaName {
     }
 }
 
-/// SQL text with its bound values and their PostgreSQL types (sent with the statement, so it
-/// runs in one round trip without a separate prepare).
+/// SQL text with its bound values and their PostgreSQL types: sent with the statement
+/// (`query_typed`, one round trip without a prepare) or used to prepare it once per connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Statement {
     pub(crate) sql: String,
@@ -184,17 +184,12 @@ pub(crate) fn insert_events(
         .columns(["position", "event_id"])
         .from(schema.events())
         .and_where(Expr::col("event_id").eq(PgFunc::any(Expr::val(ids))));
-    source.and_where(Expr::not_exists(
-        Sql::select()
-            .expr(Expr::cust("1"))
-            .from("existing")
-            .to_owned(),
-    ));
+    source.and_where(empty("existing"));
 
     let mut with = WithClause::new();
     if let Some((query, after)) = condition {
         with.cte(guard(schema, query, after));
-        source.and_where(no_conflict());
+        source.and_where(empty("guard"));
     }
     let mut insert = Sql::insert();
     insert
@@ -276,9 +271,9 @@ fn guard(schema: &SchemaName, query: &Query, after: Option<i64>) -> CommonTableE
         .to_owned()
 }
 
-/// `NOT EXISTS (SELECT 1 FROM guard)`.
-fn no_conflict() -> Expr {
-    Expr::not_exists(Sql::select().expr(Expr::cust("1")).from("guard").to_owned())
+/// `NOT EXISTS (SELECT 1 FROM <cte>)`.
+fn empty(cte: &'static str) -> Expr {
+    Expr::not_exists(Sql::select().expr(Expr::cust("1")).from(cte).to_owned())
 }
 
 /// The `WHERE` condition of `query`; `None` when it matches everything.
