@@ -430,6 +430,13 @@ impl Bench {
         Duration::from_secs_f64(self.args.seconds)
     }
 
+    /// The contention store behind a pool of one connection per writer, and its size now.
+    async fn contention_store(&self, writers: usize) -> Result<(PgEventStore, u64), BoxError> {
+        let store = resized(&self.url, &self.contention, writers)?;
+        let in_store = Self::head(&store).await?;
+        Ok((store, in_store))
+    }
+
     async fn head(store: &PgEventStore) -> Result<u64, BoxError> {
         Ok(store.head().await?.unwrap_or(0))
     }
@@ -498,8 +505,7 @@ impl Bench {
     }
 
     async fn append_unguarded(&mut self, writers: usize) -> Result<Report, BoxError> {
-        let store = resized(&self.url, &self.contention, writers)?;
-        let in_store = Self::head(&store).await?;
+        let (store, in_store) = self.contention_store(writers).await?;
         let run = self.run.clone();
         let measured = measure(writers, self.duration(), move |w, i| {
             let store = store.clone();
@@ -522,8 +528,7 @@ impl Bench {
     /// A guarded append on the writer's own boundary; the writer knows its boundary's last
     /// position (no one else writes there), so no read is needed.
     async fn append_disjoint(&mut self, writers: usize) -> Result<Report, BoxError> {
-        let store = resized(&self.url, &self.contention, writers)?;
-        let in_store = Self::head(&store).await?;
+        let (store, in_store) = self.contention_store(writers).await?;
         let run = self.run.clone();
         let last: Arc<Vec<std::sync::Mutex<Option<u64>>>> =
             Arc::new((0..writers).map(|_| std::sync::Mutex::new(None)).collect());
@@ -549,8 +554,7 @@ impl Bench {
     /// Every writer on one boundary: read, decide the next sequence number, append guarded,
     /// retry on conflict. The log must then hold 0, 1, 2, … without a gap or a repeat.
     async fn append_hot(&mut self, writers: usize) -> Result<Report, BoxError> {
-        let store = resized(&self.url, &self.contention, writers)?;
-        let in_store = Self::head(&store).await?;
+        let (store, in_store) = self.contention_store(writers).await?;
         let boundary = format!("hot{}-{writers}-{}", self.run, self.baselines.len());
         let tag = format!("course:{boundary}");
         let query = Query::from(QueryItem::tagged([tag.clone()]));
@@ -591,8 +595,7 @@ impl Bench {
     /// 90% guarded appends on the writer's own boundary, 10% read-decide-append on one of four
     /// hot boundaries.
     async fn append_mixed(&mut self, writers: usize) -> Result<Report, BoxError> {
-        let store = resized(&self.url, &self.contention, writers)?;
-        let in_store = Self::head(&store).await?;
+        let (store, in_store) = self.contention_store(writers).await?;
         let run = self.run.clone();
         let measured = measure(writers, self.duration(), move |w, i| {
             let store = store.clone();
