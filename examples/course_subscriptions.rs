@@ -14,8 +14,8 @@ mod shared;
 use std::sync::Arc;
 
 use dcbstore::{
-    AppendCondition, DecideError, DecisionModel, DomainEvent, Event, EventStore, MemoryEventStore,
-    Projection, QueryItem, ReadOptions, decide,
+    DecideError, DecisionModel, DomainEvent, Event, EventStore, MemoryEventStore, Projection,
+    QueryItem, ReadOptions, decide,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
@@ -225,7 +225,7 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
         .await
         .expect("zoe gets a seat");
     println!("  meanwhile zoe subscribes to {art}");
-    let condition = AppendCondition::new(model.query(), read.last_position());
+    let condition = read.append_condition()?;
     let err = store
         .append(decided, Some(condition))
         .await

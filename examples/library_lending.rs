@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use dcbstore::{
-    AppendCondition, DecideError, DecisionModel, Event, EventStore, MemoryEventStore, Projection,
-    Query, QueryItem, ReadOptions, decide,
+    DecideError, DecisionModel, Event, EventStore, MemoryEventStore, Projection, Query, QueryItem,
+    ReadOptions, decide,
 };
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -163,7 +163,7 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
         .expect("the stale read says the copy is free");
     let carl = b("carl");
     show(&store, "lend", &odyssey, &carl, lend).await?;
-    let condition = AppendCondition::new(model.query(), stale.last_position());
+    let condition = stale.append_condition()?;
     let err = store
         .append(lend_to_ben, Some(condition))
         .await

@@ -24,5 +24,8 @@ CREATE INDEX IF NOT EXISTS events_type_position_idx ON events (event_type, posit
 CREATE INDEX IF NOT EXISTS events_tags_idx ON events USING gin (tags) WITH (fastupdate = off);
 CREATE INDEX IF NOT EXISTS events_payload_idx ON events
     USING gin (payload jsonb_path_ops) WITH (fastupdate = off);
+-- A decision's guard also fails for matching events its read could not see: those written by
+-- transactions at or above the read snapshot's xmin and not visible in it (a range at the end).
+CREATE INDEX IF NOT EXISTS events_tx_id_idx ON events (tx_id);
 ALTER INDEX events_tags_idx SET (fastupdate = off);
 ALTER INDEX events_payload_idx SET (fastupdate = off);

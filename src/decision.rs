@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::event::{Event, SequencedEvent};
-use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::query::{Query, ReadOptions};
 use crate::store::{AppendResult, EventStore};
 
 /// The events of `query`, folded into a state of type `S`.
@@ -312,7 +312,9 @@ impl<E> DecideError<E> {
 }
 
 /// Reads the events of `model`'s query, folds them into its state, lets `decision` decide, and
-/// appends the events it returns guarded by the model's query after the last position read.
+/// appends the events it returns guarded by what the read saw
+/// ([`ReadResult::append_condition`](crate::ReadResult::append_condition)): the append fails if
+/// any event matching the model's query became visible after the read, whatever its position.
 /// When the condition fails (another writer changed the boundary) it re-reads and decides again,
 /// with the default [`RetryPolicy`].
 ///
@@ -398,7 +400,7 @@ where
         if events.is_empty() {
             return Ok(None);
         }
-        let condition = AppendCondition::new(query.clone(), read.last_position());
+        let condition = read.append_condition()?;
         match store.append(events, Some(condition)).await {
             Ok(appended) => return Ok(Some(appended)),
             Err(e) if e.is_append_condition_failed() => {

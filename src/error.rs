@@ -248,6 +248,30 @@ pub enum InvalidInput {
     /// A position does not fit PostgreSQL's `bigint`.
     #[error("position {0} is out of range (at most {max})", max = i64::MAX)]
     PositionOutOfRange(u64),
+    /// A [`ReadSnapshot`](crate::ReadSnapshot) could not be read back from its text form.
+    #[error("{0:?} is not a read snapshot (expected mem:<head> or pg:<xmin>:<xmax>:<xip,…>)")]
+    InvalidSnapshot(String),
+    /// An [`AppendCondition`](crate::AppendCondition) carries the snapshot of a read from the
+    /// other backend.
+    #[error("the append condition carries a snapshot of a {found} read, this store is {expected}")]
+    ForeignSnapshot {
+        /// The backend of the store the append went to.
+        expected: &'static str,
+        /// The backend the snapshot comes from.
+        found: &'static str,
+    },
+    /// [`ReadResult::append_condition`](crate::ReadResult::append_condition) was asked for the
+    /// condition of a forward read that stopped at its limit: the decision did not see the
+    /// matching events after the last one returned, so any condition derived from it would fail
+    /// whenever there are some.
+    #[error(
+        "the read stopped at its limit of {limit} events and did not see the rest of its query: \
+         read without a limit (or backwards, newest first) to guard a decision"
+    )]
+    IncompleteRead {
+        /// The read's limit.
+        limit: u64,
+    },
     /// A schema name is not a plain lower-case SQL identifier.
     #[error(
         "invalid schema name {0:?}: use 1 to 63 characters of a-z, 0-9 and _, not starting with a digit"

@@ -10,6 +10,7 @@ mod locks;
 mod memory;
 mod pg;
 mod query;
+mod snapshot;
 mod sql;
 mod store;
 mod streams;
@@ -23,8 +24,9 @@ pub use jsonb::jsonb_contains;
 pub use memory::MemoryEventStore;
 pub use pg::{DEFAULT_MAX_BATCH_SIZE, DEFAULT_SCHEMA, PgEventStore};
 pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
+pub use snapshot::ReadSnapshot;
 pub use store::{AppendResult, EventStore, EventStream, ReadResult};
-pub use streams::{ClassicStream, ExpectedVersion};
+pub use streams::{ClassicStream, ExpectedVersion, StreamVersion};
 pub use typed::DomainEvent;
 
 /// The PostgreSQL driver and pool this crate is built on, re-exported so that callers use the

@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::pg::DEFAULT_MAX_BATCH_SIZE;
 use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::snapshot::{MEMORY, ReadSnapshot, Snapshot};
 use crate::store::{
-    AppendResult, EventStore, EventStream, check_append, check_read, replay_or_duplicate,
+    AppendResult, EventStore, EventStream, ReadResult, check_append, check_read,
+    replay_or_duplicate,
 };
 
 /// An event store in memory: for tests of decision logic, examples and prototypes.
@@ -182,8 +184,11 @@ impl MemoryEventStore {
         self.log.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn select(&self, query: &Query, options: &ReadOptions) -> Vec<SequencedEvent> {
+    /// The events of a read, and the position of the newest event when it was read (what it saw:
+    /// the log up to there).
+    fn select(&self, query: &Query, options: &ReadOptions) -> (Vec<SequencedEvent>, u64) {
         let log = self.read_log();
+        let head = log.events.last().map_or(0, |e| e.position);
         let in_range = |e: &&Arc<SequencedEvent>| match (options.from, options.backwards) {
             (None, _) => true,
             (Some(from), false) => e.position >= from,
@@ -199,12 +204,13 @@ impl MemoryEventStore {
         } else {
             candidates
         };
-        ordered
+        let events = ordered
             .filter(in_range)
             .filter(matching)
             .take(limit)
             .map(|e| SequencedEvent::clone(e))
-            .collect()
+            .collect();
+        (events, head)
     }
 
     fn append_now(
@@ -212,17 +218,23 @@ impl MemoryEventStore {
         events: Vec<Event>,
         condition: Option<&AppendCondition>,
     ) -> Result<AppendResult> {
-        check_append(&events, condition, self.max_batch_size)?;
+        check_append(&events, condition, self.max_batch_size, MEMORY)?;
         let mut log = self.write_log();
         if events.iter().any(|e| log.ids.contains_key(&e.id)) {
             return replay_or_duplicate(&events, &log.ids);
         }
         if let Some(c) = condition {
             let query = &c.fail_if_events_match;
+            // A read saw the log up to its head: what came later it could not see.
+            let seen = match c.snapshot.as_ref().map(|s| &s.0) {
+                Some(Snapshot::Memory { head }) => *head,
+                _ => u64::MAX,
+            };
+            let after = c.after.unwrap_or(0).min(seen);
             let conflict = log
                 .candidate_events(query)
                 .rev()
-                .take_while(|e| e.position > c.after.unwrap_or(0))
+                .take_while(|e| e.position > after)
                 .any(|e| query.matches(e));
             if conflict {
                 return Err(Error::AppendConditionFailed { after: c.after });
@@ -260,11 +272,29 @@ impl EventStore for MemoryEventStore {
         let (store, query) = (self.clone(), query.clone());
         stream::once(async move {
             check_read(&query, &options)?;
-            let events = store.select(&query, &options);
+            let (events, _) = store.select(&query, &options);
             Ok::<_, Error>(stream::iter(events.into_iter().map(Ok)))
         })
         .try_flatten()
         .boxed()
+    }
+
+    fn read(
+        &self,
+        query: &Query,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<ReadResult>> + Send {
+        let (store, query) = (self.clone(), query.clone());
+        async move {
+            check_read(&query, &options)?;
+            let (events, head) = store.select(&query, &options);
+            Ok(ReadResult::new(
+                events,
+                query,
+                options,
+                ReadSnapshot::memory(head),
+            ))
+        }
     }
 
     fn append(

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::locks::LockPlan;
 use crate::query::{AppendCondition, Query, ReadOptions};
-use crate::sql::{self, SchemaName, Statement};
+use crate::snapshot::{POSTGRES, PgSnapshot, ReadSnapshot, Snapshot};
+use crate::sql::{self, Guard, SchemaName, Statement};
 use crate::store::{
     AppendResult, EventStore, EventStream, ReadResult, check_append, check_read,
     replay_or_duplicate,
@@ -255,7 +256,9 @@ impl PgEventStore {
     }
 
     /// Like [`EventStore::read`], on a client or transaction of the caller: inside a
-    /// transaction the read sees the transaction's own writes.
+    /// transaction the read sees the transaction's own writes, and its
+    /// [`ReadResult::append_condition`] guards an [`PgEventStore::append_in`] of the same
+    /// transaction (at READ COMMITTED the snapshot is the read statement's own).
     ///
     /// # Errors
     ///
@@ -277,13 +280,7 @@ impl PgEventStore {
         query: &Query,
         options: ReadOptions,
     ) -> Result<ReadResult> {
-        let statement = self.compile_read(query, &options)?;
-        let rows = client
-            .query_typed(&statement.sql, &statement.params())
-            .await
-            .map_err(Error::db("reading events"))?;
-        let events = rows.iter().map(decode).collect::<Result<_>>()?;
-        Ok(ReadResult { events })
+        read_seen(client, query, options, &self.config.schema).await
     }
 
     /// Like [`EventStore::append`], inside the caller's transaction, so that e.g. a read model
@@ -343,10 +340,14 @@ impl PgEventStore {
         events: Vec<Event>,
         condition: Option<&AppendCondition>,
     ) -> Result<PreparedAppend> {
-        check_append(&events, condition, self.config.max_batch_size)?;
-        let guard = condition.map(|c| {
-            let after = c.after.map(|p| p as i64); // checked above: fits a bigint
-            (&c.fail_if_events_match, after)
+        check_append(&events, condition, self.config.max_batch_size, POSTGRES)?;
+        let guard = condition.map(|c| Guard {
+            query: &c.fail_if_events_match,
+            after: c.after.map(|p| p as i64), // checked above: fits a bigint
+            snapshot: match c.snapshot.as_ref().map(|s| &s.0) {
+                Some(Snapshot::Postgres(s)) => Some(s),
+                _ => None, // checked above: no other backend's
+            },
         });
         let schema = &self.config.schema;
         let locks = LockPlan::new(
@@ -364,6 +365,18 @@ impl PgEventStore {
 }
 
 impl EventStore for PgEventStore {
+    fn read(
+        &self,
+        query: &Query,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<ReadResult>> + Send {
+        let (pool, query, schema) = (self.pool.clone(), query.clone(), self.config.clone());
+        async move {
+            let client = pool.get().await?;
+            read_seen(&**client, &query, options, &schema.schema).await
+        }
+    }
+
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
         let statement = self.compile_read(query, &options);
         let pool = self.pool.clone();
@@ -522,8 +535,60 @@ impl PreparedAppend {
     }
 }
 
+/// A decision's read: the events with the snapshot the read statement ran in.
+async fn read_seen<C: GenericClient>(
+    client: &C,
+    query: &Query,
+    options: ReadOptions,
+    schema: &SchemaName,
+) -> Result<ReadResult> {
+    check_read(query, &options)?;
+    let statement = sql::select_events_seen(schema, query, &options)?;
+    let rows = client
+        .query_typed(&statement.sql, &statement.params())
+        .await
+        .map_err(Error::db("reading events"))?;
+    let undecodable = |message: String| Error::Decode {
+        position: 0,
+        message,
+    };
+    let snapshot: &str = rows
+        .first()
+        .ok_or_else(|| undecodable("the read returned no snapshot".to_string()))?
+        .try_get(0)
+        .map_err(|e| undecodable(e.to_string()))?;
+    let snapshot = PgSnapshot::parse(snapshot)
+        .ok_or_else(|| undecodable(format!("unexpected snapshot {snapshot:?}")))?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // The one row of a read that matched nothing has no event.
+        let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(e.to_string()))?;
+        if position.is_some() {
+            events.push(decode_at(row, 1)?);
+        }
+    }
+    // The plan keeps the subquery's order; sorting again costs nothing on sorted input and
+    // does not depend on it.
+    if options.backwards {
+        events.sort_by_key(|e: &SequencedEvent| std::cmp::Reverse(e.position));
+    } else {
+        events.sort_by_key(|e: &SequencedEvent| e.position);
+    }
+    Ok(ReadResult::new(
+        events,
+        query.clone(),
+        options,
+        ReadSnapshot::postgres(snapshot),
+    ))
+}
+
 fn decode(row: &Row) -> Result<SequencedEvent> {
-    let position: i64 = row.try_get(0).map_err(|e| Error::Decode {
+    decode_at(row, 0)
+}
+
+/// Decodes the event whose columns ([`sql::COLUMNS`]) start at column `first`.
+fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
+    let position: i64 = row.try_get(first).map_err(|e| Error::Decode {
         position: 0,
         message: e.to_string(),
     })?;
@@ -535,12 +600,12 @@ fn decode(row: &Row) -> Result<SequencedEvent> {
     Ok(SequencedEvent {
         position,
         event: Event {
-            id: row.try_get(1).map_err(fail)?,
-            event_type: row.try_get(2).map_err(fail)?,
-            tags: row.try_get(3).map_err(fail)?,
-            payload: row.try_get(4).map_err(fail)?,
-            metadata: row.try_get(5).map_err(fail)?,
+            id: row.try_get(first + 1).map_err(fail)?,
+            event_type: row.try_get(first + 2).map_err(fail)?,
+            tags: row.try_get(first + 3).map_err(fail)?,
+            payload: row.try_get(first + 4).map_err(fail)?,
+            metadata: row.try_get(first + 5).map_err(fail)?,
         },
-        occurred_at: row.try_get(6).map_err(fail)?,
+        occurred_at: row.try_get(first + 6).map_err(fail)?,
     })
 }

@@ -4,8 +4,8 @@
 
 use sea_query::extension::postgres::{PgExpr, PgFunc};
 use sea_query::{
-    CommonTableExpression, Condition, Expr, ExprTrait, Func, Order, PostgresQueryBuilder,
-    Query as Sql, UnionType, Value as SqlValue, WithClause,
+    CommonTableExpression, Condition, Expr, ExprTrait, Func, JoinType, Order, PostgresQueryBuilder,
+    Query as Sql, SelectStatement, UnionType, Value as SqlValue, WithClause,
 };
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use crate::error::InvalidInput;
 use crate::event::Event;
 use crate::locks::LockPlan;
 use crate::query::{Query, QueryItem, ReadOptions};
+use crate::snapshot::PgSnapshot;
 use crate::validate;
 
 /// The columns of the events table, in the order reads select them.
@@ -119,6 +120,38 @@ pub(crate) fn select_events(
     query: &Query,
     options: &ReadOptions,
 ) -> Result<Statement, InvalidInput> {
+    Ok(Statement::build(&read(schema, query, options)?))
+}
+
+/// The read of a decision: [`select_events`] with the snapshot it runs in (the read statement's
+/// own, `pg_current_snapshot()`), as the first column of every row. With no matching event it
+/// returns one row whose other columns are `NULL`, so that the snapshot still comes back.
+pub(crate) fn select_events_seen(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<Statement, InvalidInput> {
+    let mut snapshot = Sql::select();
+    snapshot.expr_as(Expr::cust("pg_current_snapshot()::text"), "snapshot");
+    let mut select = Sql::select();
+    select
+        .column(("read", "snapshot"))
+        .columns(COLUMNS.map(|c| ("e", c)))
+        .from_subquery(snapshot, "read")
+        .join_lateral(
+            JoinType::LeftJoin,
+            read(schema, query, options)?,
+            "e",
+            Expr::cust("TRUE"),
+        );
+    Ok(Statement::build(&select))
+}
+
+fn read(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<SelectStatement, InvalidInput> {
     let mut select = Sql::select();
     select.columns(COLUMNS).from(schema.events());
     if let Some(filter) = filter(query) {
@@ -142,7 +175,16 @@ pub(crate) fn select_events(
     if let Some(limit) = options.limit {
         select.limit(limit);
     }
-    Ok(Statement::build(&select))
+    Ok(select)
+}
+
+/// The guard of a conditional append: the condition's query, `after` and the snapshot of the
+/// read the decision was made from, if it carries one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard<'a> {
+    pub(crate) query: &'a Query,
+    pub(crate) after: Option<i64>,
+    pub(crate) snapshot: Option<&'a PgSnapshot>,
 }
 
 /// The append: one statement. Its `INSERT … SELECT` from the batch (a JSONB array turned into rows
@@ -154,7 +196,7 @@ pub(crate) fn select_events(
 pub(crate) fn insert_events(
     schema: &SchemaName,
     events: &[Event],
-    condition: Option<(&Query, Option<i64>)>,
+    condition: Option<Guard<'_>>,
 ) -> Statement {
     let batch = Value::Array(
         events
@@ -187,8 +229,8 @@ pub(crate) fn insert_events(
     source.and_where(empty("existing"));
 
     let mut with = WithClause::new();
-    if let Some((query, after)) = condition {
-        with.cte(guard(schema, query, after));
+    if let Some(condition) = condition {
+        with.cte(guard(schema, condition));
         source.and_where(empty("guard"));
     }
     let mut insert = Sql::insert();
@@ -250,19 +292,33 @@ pub(crate) fn lock_keys(locks: &LockPlan) -> Statement {
     Statement::build(&select)
 }
 
-/// `WITH guard AS MATERIALIZED (SELECT 1 FROM events WHERE <query> AND position > after)`.
+/// `WITH guard AS MATERIALIZED (SELECT 1 FROM events WHERE <query> AND <unseen>)`, where an
+/// event is unseen when its position is above `after` or, with the read's snapshot, when its
+/// transaction is not visible in that snapshot: `tx_id >= pg_snapshot_xmin(s) AND NOT
+/// pg_visible_in_snapshot(tx_id, s)` (below `xmin` every transaction had ended, and the bound
+/// keeps the check on the `tx_id` index). Visibility, not a test on the snapshot's list of
+/// transactions in progress: a writer draws its position before its transaction id, so an event
+/// can sit below the positions a read returned with a transaction id at or above the snapshot's
+/// `xmax`.
 ///
 /// MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so PostgreSQL
 /// uses the indexes instead of a "fast start" walk of the primary key, which visits the whole
 /// table when the boundary is empty or its events are old.
-fn guard(schema: &SchemaName, query: &Query, after: Option<i64>) -> CommonTableExpression {
+fn guard(schema: &SchemaName, condition: Guard<'_>) -> CommonTableExpression {
     let mut guard = Sql::select();
     guard.expr(Expr::cust("1")).from(schema.events());
-    if let Some(filter) = filter(query) {
+    if let Some(filter) = filter(condition.query) {
         guard.cond_where(filter);
     }
-    if let Some(after) = after {
-        guard.and_where(Expr::col("position").gt(after));
+    if let Some(after) = condition.after {
+        let later = Expr::col("position").gt(after);
+        guard.and_where(match condition.snapshot {
+            None => later,
+            Some(snapshot) => later.or(Expr::cust_with_values(
+                r#"("tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot))"#,
+                [snapshot.to_string()],
+            )),
+        });
     }
     CommonTableExpression::new()
         .query(guard)
@@ -442,7 +498,11 @@ mod tests {
         let s = insert_events(
             &schema(),
             &[Event::new("A", json!({}))],
-            Some((&query, Some(42))),
+            Some(Guard {
+                query: &query,
+                after: Some(42),
+                snapshot: None,
+            }),
         );
         assert_eq!(
             s.sql,
@@ -458,7 +518,11 @@ mod tests {
         let s = insert_events(
             &schema(),
             &[Event::new("A", json!({}))],
-            Some((&Query::all(), None)),
+            Some(Guard {
+                query: &Query::all(),
+                after: None,
+                snapshot: None,
+            }),
         );
         assert_eq!(
             s.sql,

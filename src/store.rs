@@ -8,6 +8,7 @@ use futures::TryStreamExt;
 use crate::error::{Error, InvalidInput, Result};
 use crate::event::{Event, SequencedEvent, validate_batch};
 use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::snapshot::ReadSnapshot;
 use crate::validate;
 use uuid::Uuid;
 
@@ -75,10 +76,11 @@ pub trait EventStore: Send + Sync {
     /// ```
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream;
 
-    /// Reads the events matching `query` and collects them.
+    /// Reads the events matching `query` and collects them, with the snapshot the read ran in.
     ///
-    /// Use [`ReadResult::last_position`] as the `after` of the [`AppendCondition`] that guards
-    /// the decision made from them.
+    /// Guard the decision made from them with [`ReadResult::append_condition`]: it fails the
+    /// append if any event matching `query` became visible after this read, whatever its
+    /// position.
     ///
     /// # Errors
     ///
@@ -104,13 +106,7 @@ pub trait EventStore: Send + Sync {
         &self,
         query: &Query,
         options: ReadOptions,
-    ) -> impl Future<Output = Result<ReadResult>> + Send {
-        let stream = self.read_stream(query, options);
-        async move {
-            let events = stream.try_collect().await?;
-            Ok(ReadResult { events })
-        }
-    }
+    ) -> impl Future<Output = Result<ReadResult>> + Send;
 
     /// Appends `events` atomically, all or none, and returns their positions.
     ///
@@ -213,21 +209,33 @@ pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), Inv
     Ok(())
 }
 
-/// Checks an append's input the same way for every backend.
+/// Checks an append's input the same way for every backend; `backend` names the store's, whose
+/// snapshots alone it accepts.
 pub(crate) fn check_append(
     events: &[Event],
     condition: Option<&AppendCondition>,
     max_batch_size: usize,
+    backend: &'static str,
 ) -> Result<(), InvalidInput> {
     validate_batch(events, max_batch_size)?;
     if let Some(c) = condition {
         c.fail_if_events_match.validate()?;
         c.after.map(validate::position).transpose()?;
+        if let Some(found) = c.snapshot.as_ref().map(ReadSnapshot::backend)
+            && found != backend
+        {
+            return Err(InvalidInput::ForeignSnapshot {
+                expected: backend,
+                found,
+            });
+        }
     }
     Ok(())
 }
 
-/// The events a read returned, in read order.
+/// The events a read returned, in read order, with what the read saw: the query, the options
+/// and the snapshot it ran in, from which [`ReadResult::append_condition`] derives the guard of
+/// the decision made from these events.
 ///
 /// ```
 /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
@@ -239,21 +247,131 @@ pub(crate) fn check_append(
 /// for event in &read {
 ///     println!("{} {}", event.position, event.event_type);
 /// }
-/// let after = read.last_position(); // for the AppendCondition
+/// let condition = read.append_condition()?; // guards a decision made from these events
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReadResult {
-    pub(crate) events: Vec<SequencedEvent>,
+    events: Vec<SequencedEvent>,
+    query: Query,
+    options: ReadOptions,
+    snapshot: ReadSnapshot,
 }
 
 impl ReadResult {
-    /// The highest position read, `None` when nothing matched: the `after` of an
-    /// [`AppendCondition`] guarding a decision made from these events.
+    /// The result of reading `query` with `options` in `snapshot`.
+    pub(crate) fn new(
+        events: Vec<SequencedEvent>,
+        query: Query,
+        options: ReadOptions,
+        snapshot: ReadSnapshot,
+    ) -> Self {
+        Self {
+            events,
+            query,
+            options,
+            snapshot,
+        }
+    }
+
+    /// The condition that guards a decision made from this read: fail if any event matching the
+    /// read's query became visible after the read, whatever its position, or has a position above
+    /// the ones the read covered.
+    ///
+    /// It does not fail for the events the read returned, nor (for a read
+    /// [`from_position`](ReadOptions::from_position)) for events before the start that were
+    /// already visible, nor (for a [`backwards`](ReadOptions::backwards) read with a limit) for
+    /// the older events the limit left out: those are the caller's choice. Its `after` is the
+    /// last position read; for an empty read from position `n`, `n - 1`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput::IncompleteRead`] for a forward read that stopped at its limit: it did not
+    /// see the rest of its query, so the condition would fail whenever there is more.
     ///
     /// ```
-    /// assert_eq!(dcbstore::ReadResult::default().last_position(), None);
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// let condition = read.append_condition()?;
+    /// assert_eq!(condition.after, Some(1));
+    /// assert_eq!(condition.snapshot.as_ref(), Some(read.snapshot()));
+    /// store.append([Event::new("B", serde_json::json!({}))], Some(condition)).await?;
+    ///
+    /// let first = store.read(&Query::all(), ReadOptions::default().limit(1)).await?;
+    /// assert!(first.append_condition().unwrap_err().is_invalid_input());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn append_condition(&self) -> Result<AppendCondition> {
+        let after = if self.options.backwards {
+            self.last_position()
+        } else {
+            if let Some(limit) = self.options.limit
+                && self.events.len() as u64 >= limit
+            {
+                return Err(InvalidInput::IncompleteRead { limit }.into());
+            }
+            let before_start = self.options.from.map(|from| from.saturating_sub(1));
+            self.last_position().or(before_start.filter(|p| *p > 0))
+        };
+        Ok(AppendCondition {
+            fail_if_events_match: self.query.clone(),
+            after,
+            snapshot: Some(self.snapshot.clone()),
+        })
+    }
+
+    /// The snapshot the read ran in: what it saw.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert_eq!(read.snapshot().to_string(), "mem:1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> &ReadSnapshot {
+        &self.snapshot
+    }
+
+    /// The query the read was made with.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert!(read.query().is_all());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn query(&self) -> &Query {
+        &self.query
+    }
+
+    /// The highest position read, `None` when nothing matched.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert_eq!(read.last_position(), Some(1));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn last_position(&self) -> Option<u64> {
         self.events.iter().map(|e| e.position).max()
@@ -262,7 +380,15 @@ impl ReadResult {
     /// The events, in read order.
     ///
     /// ```
-    /// assert!(dcbstore::ReadResult::default().events().is_empty());
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert_eq!(read.events()[0].event_type, "A");
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn events(&self) -> &[SequencedEvent] {
         &self.events
@@ -271,8 +397,16 @@ impl ReadResult {
     /// Takes the events out.
     ///
     /// ```
-    /// let events: Vec<dcbstore::SequencedEvent> = dcbstore::ReadResult::default().into_events();
-    /// assert!(events.is_empty());
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// let events: Vec<dcbstore::SequencedEvent> = read.into_events();
+    /// assert_eq!(events.len(), 1);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn into_events(self) -> Vec<SequencedEvent> {
         self.events
@@ -281,7 +415,14 @@ impl ReadResult {
     /// Number of events read.
     ///
     /// ```
-    /// assert_eq!(dcbstore::ReadResult::default().len(), 0);
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(store.read(&Query::all(), ReadOptions::default()).await?.len(), 1);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn len(&self) -> usize {
         self.events.len()
@@ -290,7 +431,15 @@ impl ReadResult {
     /// `true` when nothing matched.
     ///
     /// ```
-    /// assert!(dcbstore::ReadResult::default().is_empty());
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let none = Query::from(dcbstore::QueryItem::types(["B"]));
+    /// assert!(store.read(&none, ReadOptions::default()).await?.is_empty());
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
@@ -299,16 +448,17 @@ impl ReadResult {
     /// Iterates over the events in read order.
     ///
     /// ```
-    /// assert_eq!(dcbstore::ReadResult::default().iter().count(), 0);
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(store.read(&Query::all(), ReadOptions::default()).await?.iter().count(), 1);
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn iter(&self) -> std::slice::Iter<'_, SequencedEvent> {
         self.events.iter()
-    }
-}
-
-impl From<Vec<SequencedEvent>> for ReadResult {
-    fn from(events: Vec<SequencedEvent>) -> Self {
-        Self { events }
     }
 }
 

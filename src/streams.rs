@@ -4,18 +4,98 @@
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::query::{AppendCondition, Query, QueryItem, ReadOptions};
+use crate::snapshot::ReadSnapshot;
 use crate::store::{AppendResult, EventStore};
 
-/// The version a writer expects a stream to be at. Versions are log positions: the position of
-/// the stream's last event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The version a writer expects a stream to be at.
+///
+/// Pass the [`StreamVersion`] that [`ClassicStream::read`] returned (it converts into
+/// [`ExpectedVersion::Read`]): the append then fails if any event of the stream became visible
+/// after that read, whatever its position. [`ExpectedVersion::Exact`] takes a bare position,
+/// e.g. one a client sent back, and has position semantics only (see
+/// [`AppendCondition`](crate::AppendCondition) for when that is not enough).
+///
+/// ```
+/// use dcbstore::{ClassicStream, ExpectedVersion, MemoryEventStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let (_, version) = ClassicStream::new("cart-1").read(&store).await?;
+/// let expected = ExpectedVersion::from(version);
+/// assert!(matches!(expected, ExpectedVersion::Read(ref v) if v.position().is_none()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpectedVersion {
     /// Append whatever the stream holds.
     Any,
     /// The stream must not exist yet (hold no event).
     NoStream,
-    /// The stream's last event must be at this position.
+    /// The stream must be as a read of it saw it: no event of it may have become visible since.
+    Read(StreamVersion),
+    /// The stream's last event must be at this position (a log position), and no later one may
+    /// be appended meanwhile. Position semantics only: prefer [`ExpectedVersion::Read`].
     Exact(u64),
+}
+
+/// The version of a stream as [`ClassicStream::read`] saw it: the position of its last event
+/// (`None` while it has none) and the snapshot of the read.
+///
+/// ```
+/// use dcbstore::{ClassicStream, Event, ExpectedVersion, MemoryEventStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let cart = ClassicStream::new("cart-1");
+/// cart.append(&store, [Event::new("CartOpened", serde_json::json!({}))], ExpectedVersion::NoStream).await?;
+/// let (_, version) = cart.read(&store).await?;
+/// assert_eq!(version.position(), Some(1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamVersion {
+    position: Option<u64>,
+    snapshot: ReadSnapshot,
+}
+
+impl StreamVersion {
+    /// The position of the stream's last event when it was read, `None` while it had none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = dcbstore::MemoryEventStore::new();
+    /// let (_, version) = dcbstore::ClassicStream::new("a").read(&store).await?;
+    /// assert_eq!(version.position(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn position(&self) -> Option<u64> {
+        self.position
+    }
+
+    /// The snapshot of the read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = dcbstore::MemoryEventStore::new();
+    /// let (_, version) = dcbstore::ClassicStream::new("a").read(&store).await?;
+    /// assert_eq!(version.snapshot().to_string(), "mem:0");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> &ReadSnapshot {
+        &self.snapshot
+    }
+}
+
+impl From<StreamVersion> for ExpectedVersion {
+    fn from(version: StreamVersion) -> Self {
+        ExpectedVersion::Read(version)
+    }
 }
 
 /// A classic event stream, e.g. of one aggregate: the events tagged `stream:<id>`.
@@ -32,7 +112,7 @@ pub enum ExpectedVersion {
 ///     .append(&store, [Event::new("OrderCreated", json!({}))], ExpectedVersion::NoStream)
 ///     .await?;
 /// let (events, version) = order.read(&store).await?;
-/// assert_eq!((events.len(), version), (1, Some(created.last_position())));
+/// assert_eq!((events.len(), version.position()), (1, Some(created.last_position())));
 ///
 /// // A writer that still expects an empty stream loses.
 /// let err = order
@@ -40,9 +120,8 @@ pub enum ExpectedVersion {
 ///     .await
 ///     .unwrap_err();
 /// assert!(err.is_append_condition_failed());
-/// order
-///     .append(&store, [Event::new("OrderPaid", json!({}))], ExpectedVersion::Exact(created.last_position()))
-///     .await?;
+/// // Decide from what was read, append if nothing changed since.
+/// order.append(&store, [Event::new("OrderPaid", json!({}))], version).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -99,17 +178,22 @@ impl ClassicStream {
     /// assert!(s.condition(ExpectedVersion::Any).is_none());
     /// assert_eq!(s.condition(ExpectedVersion::Exact(7)).unwrap().after, Some(7));
     /// ```
-    pub fn condition(&self, expected: ExpectedVersion) -> Option<AppendCondition> {
-        match expected {
+    pub fn condition(&self, expected: impl Into<ExpectedVersion>) -> Option<AppendCondition> {
+        match expected.into() {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(AppendCondition::new(self.query(), None)),
+            ExpectedVersion::Read(version) => Some(
+                AppendCondition::new(self.query(), version.position)
+                    .with_snapshot(version.snapshot),
+            ),
             ExpectedVersion::Exact(version) => {
                 Some(AppendCondition::new(self.query(), Some(version)))
             }
         }
     }
 
-    /// The stream's events and its version (`None` while it has no event).
+    /// The stream's events and its version: pass the version to [`ClassicStream::append`] to
+    /// append only if the stream is still as read.
     ///
     /// # Errors
     ///
@@ -120,21 +204,24 @@ impl ClassicStream {
     /// # async fn main() -> dcbstore::Result<()> {
     /// let store = dcbstore::MemoryEventStore::new();
     /// let (events, version) = dcbstore::ClassicStream::new("a").read(&store).await?;
-    /// assert!(events.is_empty() && version.is_none());
+    /// assert!(events.is_empty() && version.position().is_none());
     /// # Ok(())
     /// # }
     /// ```
     pub async fn read(
         &self,
         store: &impl EventStore,
-    ) -> Result<(Vec<SequencedEvent>, Option<u64>)> {
+    ) -> Result<(Vec<SequencedEvent>, StreamVersion)> {
         let read = store.read(&self.query(), ReadOptions::default()).await?;
-        let version = read.last_position();
+        let version = StreamVersion {
+            position: read.last_position(),
+            snapshot: read.snapshot().clone(),
+        };
         Ok((read.into_events(), version))
     }
 
     /// Appends `events` to the stream (tagging them with [`ClassicStream::tag`]) if it is at the
-    /// `expected` version.
+    /// `expected` version: usually the [`StreamVersion`] of [`ClassicStream::read`].
     ///
     /// # Errors
     ///
@@ -156,8 +243,9 @@ impl ClassicStream {
         &self,
         store: &impl EventStore,
         events: impl IntoIterator<Item = Event>,
-        expected: ExpectedVersion,
+        expected: impl Into<ExpectedVersion>,
     ) -> Result<AppendResult> {
+        let expected = expected.into();
         if let ExpectedVersion::Exact(version) = expected {
             let last = store
                 .read(&self.query(), ReadOptions::default().backwards().limit(1))

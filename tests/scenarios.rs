@@ -518,7 +518,8 @@ async fn resending_the_same_events_is_a_replay(
 struct Course {
     capacity: u32,
     students: Vec<String>,
-    version: Option<u64>,
+    /// What the last load saw, or, after a save, the position this instance wrote last.
+    expected: Option<ExpectedVersion>,
     pending: Vec<Event>,
 }
 
@@ -526,7 +527,7 @@ impl Course {
     async fn load(store: &AnyStore, id: &str) -> Course {
         let (events, version) = ClassicStream::new(id).read(store).await.unwrap();
         let mut course = Course {
-            version,
+            expected: Some(version.into()),
             ..Course::default()
         };
         for e in &events {
@@ -563,15 +564,12 @@ impl Course {
     }
 
     async fn save(&mut self, store: &AnyStore, id: &str) -> dcbstore::Result<()> {
-        let expected = match self.version {
-            None => ExpectedVersion::NoStream,
-            Some(v) => ExpectedVersion::Exact(v),
-        };
+        let expected = self.expected.take().unwrap_or(ExpectedVersion::NoStream);
         let pending = std::mem::take(&mut self.pending);
         let written = ClassicStream::new(id)
             .append(store, pending, expected)
             .await?;
-        self.version = Some(written.last_position());
+        self.expected = Some(ExpectedVersion::Exact(written.last_position()));
         Ok(())
     }
 }

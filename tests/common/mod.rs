@@ -11,7 +11,7 @@ use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod}
 use dcbstore::tokio_postgres::{self, NoTls};
 use dcbstore::{
     AppendCondition, AppendResult, Event, EventStore, EventStream, MemoryEventStore, PgEventStore,
-    Query, ReadOptions, SequencedEvent,
+    Query, ReadOptions, ReadResult, SequencedEvent,
 };
 
 /// PostgreSQL image for testcontainers: pinned, current.
@@ -202,6 +202,20 @@ impl AnyStore {
 }
 
 impl EventStore for AnyStore {
+    fn read(
+        &self,
+        query: &Query,
+        options: ReadOptions,
+    ) -> impl std::future::Future<Output = dcbstore::Result<ReadResult>> + Send {
+        let (store, query) = (self.clone(), query.clone());
+        async move {
+            match store {
+                AnyStore::Postgres(s) => s.read(&query, options).await,
+                AnyStore::Memory(s) => s.read(&query, options).await,
+            }
+        }
+    }
+
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
         match self {
             AnyStore::Postgres(s) => s.read_stream(query, options),
