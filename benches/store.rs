@@ -128,7 +128,7 @@ fn bench_store<S: EventStore + Clone + 'static>(
                     .expect("read");
                 let e = Event::new("StudentSubscribed", json!({"by": "bench"})).with_tags([tag]);
                 store
-                    .append([e], Some(AppendCondition::new(query, read.last_position())))
+                    .append([e], Some(read.append_condition().expect("a whole read")))
                     .await
                     .expect("append")
             }

@@ -27,7 +27,7 @@ use crate::store::{
 /// Nothing is persisted.
 ///
 /// ```
-/// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
+/// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
 /// use serde_json::json;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -38,7 +38,7 @@ use crate::store::{
 /// store
 ///     .append(
 ///         [Event::new("CourseDefined", json!({"capacity": 10})).with_tags(["course:c1"])],
-///         Some(AppendCondition::new(course, read.last_position())),
+///         Some(read.append_condition()?),
 ///     )
 ///     .await?;
 /// assert_eq!(store.len(), 1);

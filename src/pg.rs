@@ -40,7 +40,7 @@ const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 /// Cheap to clone: clones share the pool.
 ///
 /// ```no_run
-/// use dcbstore::{AppendCondition, Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
+/// use dcbstore::{Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
 /// use serde_json::json;
 ///
 /// # async fn run() -> dcbstore::Result<()> {
@@ -54,7 +54,7 @@ const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 ///     let claimed = Event::new("UsernameClaimed", json!({"username": "ada"}))
 ///         .with_tags(["username:ada"]);
 ///     match store
-///         .append([claimed], Some(AppendCondition::new(query, read.last_position())))
+///         .append([claimed], Some(read.append_condition()?))
 ///         .await
 ///     {
 ///         Ok(_) => println!("ada is yours"),

@@ -315,7 +315,7 @@ fn guard(schema: &SchemaName, condition: Guard<'_>) -> CommonTableExpression {
         guard.and_where(match condition.snapshot {
             None => later,
             Some(snapshot) => later.or(Expr::cust_with_values(
-                r#"("tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot))"#,
+                r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
                 [snapshot.to_string()],
             )),
         });
@@ -529,6 +529,45 @@ mod tests {
             append_sql(
                 r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events") , "#,
                 1
+            )
+        );
+    }
+
+    #[test]
+    fn guard_with_a_snapshot_also_fails_for_what_the_read_could_not_see() {
+        let query = Query::from(QueryItem::tagged(["t:1"]));
+        let snapshot = PgSnapshot::parse("100:105:101,103").unwrap();
+        let s = insert_events(
+            &schema(),
+            &[Event::new("A", json!({}))],
+            Some(Guard {
+                query: &query,
+                after: Some(42),
+                snapshot: Some(&snapshot),
+            }),
+        );
+        assert_eq!(
+            s.sql,
+            append_sql(
+                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "tags" @> $1 AND ("position" > $2 OR ("tx_id" >= pg_snapshot_xmin($3::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $4::pg_snapshot)))) , "#,
+                5
+            )
+        );
+        let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            types[..4],
+            [Type::TEXT_ARRAY, Type::INT8, Type::TEXT, Type::TEXT]
+        );
+    }
+
+    #[test]
+    fn read_of_a_decision_returns_its_snapshot_even_when_nothing_matches() {
+        let query = Query::from(QueryItem::tagged(["t:1"]));
+        let s = select_events_seen(&schema(), &query, &ReadOptions::default().limit(3)).unwrap();
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"SELECT "read"."snapshot", "e"."position", "e"."event_id", "e"."event_type", "e"."tags", "e"."payload", "e"."metadata", "e"."occurred_at" FROM (SELECT pg_current_snapshot()::text AS "snapshot") AS "read" LEFT JOIN LATERAL ({SELECT} WHERE "tags" @> $1 ORDER BY "position" ASC LIMIT $2) AS "e" ON TRUE"#
             )
         );
     }

@@ -27,7 +27,7 @@ pub type EventStream = futures::stream::BoxStream<'static, Result<SequencedEvent
 /// work in spawned tasks without boxing.
 ///
 /// ```
-/// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
+/// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
 /// use serde_json::json;
 ///
 /// /// Claims `name` for `user` unless someone has it already. Works on any backend.
@@ -39,7 +39,7 @@ pub type EventStream = futures::stream::BoxStream<'static, Result<SequencedEvent
 ///     }
 ///     let claimed = Event::new("UsernameClaimed", json!({"username": name, "user": user}))
 ///         .with_tags([format!("username:{name}")]);
-///     match store.append([claimed], Some(AppendCondition::new(query, read.last_position()))).await {
+///     match store.append([claimed], Some(read.append_condition()?)).await {
 ///         Ok(_) => Ok(true),
 ///         Err(e) if e.is_append_condition_failed() => Ok(false),
 ///         Err(e) => Err(e),
@@ -112,15 +112,17 @@ pub trait EventStore: Send + Sync {
     ///
     /// With a `condition`, the append fails with
     /// [`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed) and writes nothing if
-    /// an event matching `condition.fail_if_events_match` exists after `condition.after`. This
-    /// holds under any number of concurrent writers.
+    /// an event matching `condition.fail_if_events_match` exists after `condition.after` or, when
+    /// the condition carries a read's snapshot ([`ReadResult::append_condition`]), was not visible
+    /// to that read. This holds under any number of concurrent writers.
     ///
     /// # Errors
     ///
     /// [`Error::AppendConditionFailed`](crate::Error::AppendConditionFailed) as above;
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an empty or oversized batch, an
     /// empty event type or tag, a payload or metadata that is not a JSON object, a NUL character,
-    /// ids repeated in the batch, or an invalid condition query;
+    /// ids repeated in the batch, an invalid condition query, or a condition carrying the
+    /// snapshot of the other backend;
     /// [`Error::DuplicateEventId`](crate::Error::DuplicateEventId) when an event id is already
     /// stored; for PostgreSQL, [`Error::Pool`](crate::Error::Pool) or
     /// [`Error::Database`](crate::Error::Database) otherwise.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use dcbstore::{
     AppendCondition, DecideError, Event, EventStore, PgEventStore, Projection, Query, QueryItem,
-    ReadOptions, RetryPolicy, decide_with,
+    ReadOptions, ReadResult, RetryPolicy, decide_with,
 };
 use rstest::rstest;
 use serde_json::json;
@@ -26,8 +26,8 @@ fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))
 }
 
-/// Appends a `SeatBlocked` event to course `c1` in a transaction that stays open until the
-/// returned sender fires (or is dropped); the task yields the position the event got.
+/// Appends a `SeatBlocked` event tagged `tag` in a transaction that stays open until the returned
+/// sender fires (or is dropped); returns the event's position, the sender and the task.
 async fn open_append(
     store: &PgEventStore,
     tag: &str,
@@ -53,6 +53,31 @@ async fn open_append(
     (position_rx.await.unwrap(), commit_tx, task)
 }
 
+/// A held open on `held_tag` (position 1), then B on `course:c1` committed (position 2), then C's
+/// read of course `c1`, which sees B only. Returns the read and A's commit trigger and task.
+async fn read_between(
+    store: &PgEventStore,
+    held_tag: &str,
+) -> (
+    ReadResult,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (a, commit_a, a_task) = open_append(store, held_tag).await;
+    let b = store
+        .append([event("SeatBlocked", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    assert!(a < b.last_position(), "A drew its position first");
+    let read = store
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.last_position(), Some(b.last_position()));
+    assert_eq!(read.len(), 1, "A has not committed: the read sees B only");
+    (read, commit_a, a_task)
+}
+
 /// The reproduction of the gap: A appends to the course in a transaction that commits late
 /// (position 1), B appends and commits at once (position 2), C reads (sees 2 only), decides and
 /// appends guarded by its read. C's append waits for A's lock; when A commits, C must fail: its
@@ -60,19 +85,7 @@ async fn open_append(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_fails_for_an_event_that_committed_below_what_it_read() {
     let store = common::store_with_pool(4).await;
-    let (a, commit_a, a_task) = open_append(&store, "course:c1").await;
-    let b = store
-        .append([event("SeatBlocked", &["course:c1"], json!({}))], None)
-        .await
-        .unwrap();
-    assert!(a < b.last_position(), "A drew its position first");
-
-    let read = store
-        .read(&course("c1"), ReadOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(read.last_position(), Some(b.last_position()));
-    assert_eq!(read.len(), 1, "A has not committed: the read sees B only");
+    let (read, commit_a, a_task) = read_between(&store, "course:c1").await;
     let condition = read.append_condition().unwrap();
     let c = {
         let store = store.clone();
@@ -100,15 +113,7 @@ async fn a_decision_fails_for_an_event_that_committed_below_what_it_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_built_condition_has_position_semantics_only() {
     let store = common::store_with_pool(4).await;
-    let (_, commit_a, a_task) = open_append(&store, "course:c1").await;
-    store
-        .append([event("SeatBlocked", &["course:c1"], json!({}))], None)
-        .await
-        .unwrap();
-    let read = store
-        .read(&course("c1"), ReadOptions::default())
-        .await
-        .unwrap();
+    let (read, commit_a, a_task) = read_between(&store, "course:c1").await;
     let by_hand = AppendCondition::new(course("c1"), read.last_position());
     commit_a.send(()).unwrap();
     a_task.await.unwrap();
@@ -192,15 +197,7 @@ async fn an_event_whose_transaction_started_after_the_read_still_fails_the_guard
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_read_saw_and_other_boundaries_do_not_fail_it() {
     let store = common::store_with_pool(4).await;
-    let (_, commit_other, other_task) = open_append(&store, "course:c2").await;
-    store
-        .append([event("SeatBlocked", &["course:c1"], json!({}))], None)
-        .await
-        .unwrap();
-    let read = store
-        .read(&course("c1"), ReadOptions::default())
-        .await
-        .unwrap();
+    let (read, commit_other, other_task) = read_between(&store, "course:c2").await;
     commit_other.send(()).unwrap();
     other_task.await.unwrap();
     store

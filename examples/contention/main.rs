@@ -735,13 +735,7 @@ async fn decide_next(
             .first()
             .map_or(0, |e| e.payload["n"].as_u64().expect("a counted event") + 1);
         let e = event("Counted", boundary, writer, next);
-        match store
-            .append(
-                [e],
-                Some(AppendCondition::new(query.clone(), last.last_position())),
-            )
-            .await
-        {
+        match store.append([e], Some(last.append_condition()?)).await {
             Ok(_) => {
                 return Ok(Outcome {
                     events: 1,
@@ -783,7 +777,7 @@ async fn guard_samples(
         store
             .append(
                 [Event::new("Claimed", json!({"n": i})).with_tags([tag])],
-                Some(AppendCondition::new(query, r.last_position())),
+                Some(r.append_condition()?),
             )
             .await?;
         append.push(t.elapsed());
@@ -803,7 +797,7 @@ async fn guard_samples(
         store
             .append(
                 [Event::new("Touched", json!({"n": i})).with_tags([format!("touch:{tag}")])],
-                Some(AppendCondition::new(query, r.last_position())),
+                Some(r.append_condition()?),
             )
             .await?;
         append.push(t.elapsed());
@@ -812,21 +806,21 @@ async fn guard_samples(
     out.push(("old", "read", read));
 
     let query = Query::from(QueryItem::tagged(["big"]));
-    let mut last = store
-        .read(&query, ReadOptions::default().backwards().limit(1))
-        .await?
-        .last_position();
     let (mut append, mut read) = (Vec::new(), Vec::new());
     for i in 0..iterations {
+        // The newest event of the boundary (not timed), and the condition it gives.
+        let newest = store
+            .read(&query, ReadOptions::default().backwards().limit(1))
+            .await?;
         let t = Instant::now();
         let written = store
             .append(
                 [Event::new("Grown", json!({"n": i})).with_tags(["big"])],
-                Some(AppendCondition::new(query.clone(), last)),
+                Some(newest.append_condition()?),
             )
             .await?;
         append.push(t.elapsed());
-        last = Some(written.last_position());
+        let last = Some(written.last_position());
         if i.is_multiple_of(10) {
             let t = Instant::now();
             let r = store.read(&query, ReadOptions::default()).await?;

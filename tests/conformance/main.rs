@@ -5,6 +5,7 @@
 mod common;
 
 mod append;
+mod condition;
 mod input;
 mod query;
 
