@@ -544,29 +544,34 @@ async fn read_seen<C: GenericClient>(
 ) -> Result<ReadResult> {
     check_read(query, &options)?;
     let statement = sql::select_events_seen(schema, query, &options)?;
+    let failed = Error::db("reading events");
     let rows = client
-        .query_typed(&statement.sql, &statement.params())
+        .query_typed_raw(&statement.sql, statement.params())
         .await
-        .map_err(Error::db("reading events"))?;
+        .map_err(&failed)?;
     let undecodable = |message: String| Error::Decode {
         position: 0,
         message,
     };
-    let snapshot: &str = rows
-        .first()
-        .ok_or_else(|| undecodable("the read returned no snapshot".to_string()))?
-        .try_get(0)
-        .map_err(|e| undecodable(e.to_string()))?;
-    let snapshot = PgSnapshot::parse(snapshot)
-        .ok_or_else(|| undecodable(format!("unexpected snapshot {snapshot:?}")))?;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
+    // Decoded as the rows arrive (a big read overlaps decoding with the transfer).
+    futures::pin_mut!(rows);
+    let (mut snapshot, mut events) = (None, Vec::new());
+    while let Some(row) = rows.try_next().await.map_err(&failed)? {
+        if snapshot.is_none() {
+            let text: &str = row.try_get(0).map_err(|e| undecodable(e.to_string()))?;
+            snapshot = Some(
+                PgSnapshot::parse(text)
+                    .ok_or_else(|| undecodable(format!("unexpected snapshot {text:?}")))?,
+            );
+        }
         // The one row of a read that matched nothing has no event.
         let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(e.to_string()))?;
         if position.is_some() {
-            events.push(decode_at(row, 1)?);
+            events.push(decode_at(&row, 1)?);
         }
     }
+    let snapshot =
+        snapshot.ok_or_else(|| undecodable("the read returned no snapshot".to_string()))?;
     // The plan keeps the subquery's order; sorting again costs nothing on sorted input and
     // does not depend on it.
     if options.backwards {
