@@ -55,8 +55,9 @@ pub enum Error {
         isolation: String,
     },
 
-    /// The database reported an error.
-    #[error("database error while {context}: {source}")]
+    /// The database reported an error, or the connection to it failed. `Display` gives the
+    /// server's message and SQLSTATE (or the driver's error and its cause).
+    #[error("database error while {context}: {}", Driver(source))]
     Database {
         /// What the store was doing.
         context: &'static str,
@@ -65,8 +66,9 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
-    /// No connection could be taken from the pool.
-    #[error("could not get a connection from the pool: {0}")]
+    /// No connection could be taken from the pool: it timed out, is closed, or opening a
+    /// connection failed (then `Display` gives what the server or the driver said).
+    #[error("could not get a connection from the pool: {}", PoolCause(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
 
     /// The connection settings could not be turned into a pool.
@@ -120,39 +122,123 @@ impl Error {
         matches!(self, Error::InvalidInput(_))
     }
 
-    /// `true` when the same call may succeed if simply tried again: a failed append condition,
-    /// a serialization failure or a deadlock reported by PostgreSQL.
+    /// `true` when trying the same call again (the same events, the same ids) can succeed: the
+    /// failure was about the moment, not the call.
+    ///
+    /// Retryable: connection failures (refused, closed, terminated by the server: `08xxx`,
+    /// `57P01`–`57P03`), serialization failures and deadlocks (`40001`, `40P01`), lock and
+    /// statement timeouts (`55P03`, `57014`), too many connections (`53300`), and a pool that
+    /// timed out. After a connection failure during an append its outcome is unknown: retrying
+    /// with the same ids is safe, because an append whose events are all stored already is a
+    /// replay ([`AppendResult::is_replay`](crate::AppendResult::is_replay)).
+    ///
+    /// Not retryable: a failed [`AppendCondition`](crate::AppendCondition) (the boundary changed:
+    /// read again and decide again, which is what [`decide`](crate::decide) does), invalid input,
+    /// a duplicate event id, and every other database error.
     ///
     /// ```
     /// let err = dcbstore::Error::AppendConditionFailed { after: None };
-    /// assert!(err.is_retryable());
+    /// assert!(!err.is_retryable(), "the same append would fail the same way");
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::AppendConditionFailed { .. } => true,
-            Error::Database { source, .. } => matches!(
-                source.code(),
-                Some(c) if *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-            ),
+            Error::Database { source, .. } => transient(source),
+            Error::Pool(pool) => match pool {
+                deadpool_postgres::PoolError::Timeout(_) => true,
+                deadpool_postgres::PoolError::Backend(source) => transient(source),
+                _ => false,
+            },
             _ => false,
         }
     }
 
-    /// The SQLSTATE code when the database reported the error.
+    /// The SQLSTATE code when the database reported the error (also while the pool was opening
+    /// a connection).
     ///
     /// ```
     /// assert!(dcbstore::Error::AppendConditionFailed { after: None }.sql_state().is_none());
     /// ```
     pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Error::Database { source, .. } => source.code(),
+            Error::Database { source, .. }
+            | Error::Pool(deadpool_postgres::PoolError::Backend(source)) => source.code(),
             _ => None,
         }
     }
 
     pub(crate) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
         move |source| Error::Database { context, source }
+    }
+}
+
+/// Whether a driver error is about the moment (the connection, a lock, a conflict with another
+/// transaction) rather than the statement.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::QUERY_CANCELED,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+        }
+        // No SQLSTATE: the connection closed, or the socket failed (refused, reset).
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|c| c.is::<std::io::Error>())
+        }
+    }
+}
+
+/// A driver error as an operator wants to read it: the server's severity, message, SQLSTATE and
+/// detail, or the driver's error and its cause.
+struct Driver<'a>(&'a tokio_postgres::Error);
+
+impl fmt::Display for Driver<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(
+                    f,
+                    "{}: {} (SQLSTATE {})",
+                    db.severity(),
+                    db.message(),
+                    db.code().code()
+                )?;
+                if let Some(detail) = db.detail() {
+                    write!(f, "; {detail}")?;
+                }
+                Ok(())
+            }
+            None => {
+                write!(f, "{}", self.0)?;
+                match std::error::Error::source(self.0) {
+                    Some(cause) => write!(f, ": {cause}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A pool error with the driver's error in full when opening a connection failed.
+struct PoolCause<'a>(&'a deadpool_postgres::PoolError);
+
+impl fmt::Display for PoolCause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            deadpool_postgres::PoolError::Backend(e) => {
+                write!(f, "opening a connection failed: {}", Driver(e))
+            }
+            other => write!(f, "{other}"),
+        }
     }
 }
 
