@@ -45,6 +45,20 @@ pub enum Error {
         event_id: uuid::Uuid,
     },
 
+    /// Every event of the batch is stored already (the same ids), but this one with other
+    /// content: not a replay of the same append, and nothing was written. Retrying cannot
+    /// succeed; give new events new ids.
+    #[error(
+        "event id {event_id} is stored already, at position {position}, with other content: \
+         an idempotent retry must resend the same event"
+    )]
+    IdempotencyConflict {
+        /// The id whose stored event differs.
+        event_id: uuid::Uuid,
+        /// Where the stored event is.
+        position: u64,
+    },
+
     /// [`PgEventStore::append_in`](crate::PgEventStore::append_in) was called inside a
     /// transaction whose isolation level cannot make the append condition hold.
     #[error(

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::InvalidInput;
+use crate::jsonb::jsonb_eq;
 use crate::validate;
 
 /// An event to append: a type, a JSON object payload, tags, optional metadata and an id.
@@ -98,6 +99,25 @@ impl Event {
     /// ```
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
+    }
+
+    /// `true` when `other` is the same event as stored: the same type, the same set of tags, and
+    /// payload and metadata equal as JSONB (objects by key, arrays in order, numbers by value).
+    pub(crate) fn same_content(&self, other: &Event) -> bool {
+        fn tags(e: &Event) -> Vec<&str> {
+            let mut tags: Vec<&str> = e.tags.iter().map(String::as_str).collect();
+            tags.sort_unstable();
+            tags.dedup();
+            tags
+        }
+        self.event_type == other.event_type
+            && tags(self) == tags(other)
+            && jsonb_eq(&self.payload, &other.payload)
+            && match (&self.metadata, &other.metadata) {
+                (None, None) => true,
+                (Some(a), Some(b)) => jsonb_eq(a, b),
+                _ => false,
+            }
     }
 
     /// Checks the event as an append would; `index` is its place in the batch.

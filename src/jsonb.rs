@@ -64,6 +64,21 @@ fn is_container(v: &Value) -> bool {
 }
 
 /// Equality of two scalars as `jsonb` compares them; `false` for containers.
+/// JSONB equality (`=`): objects by key, arrays element by element in order, numbers by value.
+pub(crate) fn jsonb_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| jsonb_eq(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| jsonb_eq(v, w))
+        }
+        _ => scalar_eq(a, b),
+    }
+}
+
 pub(crate) fn scalar_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Null, Value::Null) => true,

@@ -221,7 +221,10 @@ impl MemoryEventStore {
         check_append(&events, condition, self.max_batch_size, MEMORY)?;
         let mut log = self.write_log();
         if events.iter().any(|e| log.ids.contains_key(&e.id)) {
-            return replay_or_duplicate(&events, &log.ids);
+            return replay_or_duplicate(&events, |id| {
+                let position = *log.ids.get(id)?;
+                Some((position, &log.events[(position - 1) as usize].event))
+            });
         }
         if let Some(c) = condition {
             let query = &c.fail_if_events_match;

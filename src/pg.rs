@@ -493,19 +493,28 @@ impl PreparedAppend {
     /// What the insert's rows say: written, replayed, duplicate, or a failed condition.
     fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
         let mut written = Vec::with_capacity(self.events.len());
-        let mut existing = HashMap::new();
+        let mut stored = HashMap::new();
         let decode = Error::db("reading the written positions");
         for row in &rows {
             let position = row.try_get::<_, i64>(0).map_err(&decode)? as u64;
             let event_id: Uuid = row.try_get(1).map_err(&decode)?;
             if row.try_get::<_, bool>(2).map_err(&decode)? {
-                existing.insert(event_id, position);
+                let event = Event {
+                    id: event_id,
+                    event_type: row.try_get(3).map_err(&decode)?,
+                    tags: row.try_get(4).map_err(&decode)?,
+                    payload: row.try_get(5).map_err(&decode)?,
+                    metadata: row.try_get(6).map_err(&decode)?,
+                };
+                stored.insert(event_id, (position, event));
             } else {
                 written.push(position);
             }
         }
-        if !existing.is_empty() {
-            return replay_or_duplicate(&self.events, &existing);
+        if !stored.is_empty() {
+            return replay_or_duplicate(&self.events, |id| {
+                stored.get(id).map(|(position, event)| (*position, event))
+            });
         }
         if written.is_empty() {
             let after = self.after.flatten();

@@ -29,6 +29,17 @@ pub(crate) const COLUMNS: [&str; 7] = [
     "occurred_at",
 ];
 
+/// What an append returns of the events of its batch that are stored already, to tell a replay
+/// from an idempotency conflict.
+const STORED: [&str; 6] = [
+    "position",
+    "event_id",
+    "event_type",
+    "tags",
+    "payload",
+    "metadata",
+];
+
 /// The columns an append writes; the others have defaults.
 const WRITTEN: [&str; 5] = ["event_id", "event_type", "tags", "payload", "metadata"];
 
@@ -190,9 +201,10 @@ pub(crate) struct Guard<'a> {
 /// The append: one statement. Its `INSERT … SELECT` from the batch (a JSONB array turned into rows
 /// of the events table) writes only if no event of the batch is stored yet (CTE `existing`) and,
 /// guarded, if no event matches the condition after `after` (CTE `guard`). It returns
-/// `(position, event_id, existed)` for the inserted events, or for the already stored ones: all
-/// of them is an idempotent replay, some of them a duplicate id, none and nothing inserted a
-/// failed condition.
+/// `(position, event_id, existed, event_type, tags, payload, metadata)`: for the inserted events
+/// the first three, for the already stored ones all of them (all of them stored with the same
+/// content is an idempotent replay, with other content a conflict, some of them a duplicate id),
+/// none and nothing inserted a failed condition.
 pub(crate) fn insert_events(
     schema: &SchemaName,
     events: &[Event],
@@ -223,7 +235,7 @@ pub(crate) fn insert_events(
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
     let mut existing = Sql::select();
     existing
-        .columns(["position", "event_id"])
+        .columns(STORED)
         .from(schema.events())
         .and_where(Expr::col("event_id").eq(PgFunc::any(Expr::val(ids))));
     source.and_where(empty("existing"));
@@ -253,17 +265,23 @@ pub(crate) fn insert_events(
             .table_name("inserted")
             .to_owned(),
     );
-    let outcome = |table: &'static str, existed: &'static str| {
-        Sql::select()
-            .columns(["position", "event_id"])
-            .expr_as(Expr::cust(existed), "existed")
-            .from(table)
-            .to_owned()
-    };
-    let mut select = outcome("inserted", "FALSE");
+    let mut select = Sql::select();
     select
-        .union(UnionType::All, outcome("existing", "TRUE"))
-        .with_cte(with);
+        .columns(["position", "event_id"])
+        .expr_as(Expr::cust("FALSE"), "existed")
+        .exprs(
+            ["NULL::text", "NULL::text[]", "NULL::jsonb", "NULL::jsonb"]
+                .into_iter()
+                .map(Expr::cust),
+        )
+        .from("inserted");
+    let mut stored = Sql::select();
+    stored
+        .columns(["position", "event_id"])
+        .expr_as(Expr::cust("TRUE"), "existed")
+        .columns(["event_type", "tags", "payload", "metadata"])
+        .from("existing");
+    select.union(UnionType::All, stored).with_cte(with);
     Statement::build(&select)
 }
 
@@ -480,7 +498,7 @@ mod tests {
             r#"(NOT EXISTS(SELECT 1 FROM "existing"))"#
         };
         format!(
-            r#"WITH {guard}"existing" AS  MATERIALIZED (SELECT "position", "event_id" FROM "dcb"."events" WHERE "event_id" = ANY(${ids})) , "inserted" AS (INSERT INTO "dcb"."events" ("event_id", "event_type", "tags", "payload", "metadata") SELECT "batch"."event_id", "batch"."event_type", "batch"."tags", "batch"."payload", "batch"."metadata" FROM jsonb_populate_recordset(NULL::"dcb"."events", ${batch}) AS "batch" WHERE {existing_check}{guard_check} RETURNING "position", "event_id") SELECT "position", "event_id", FALSE AS "existed" FROM "inserted" UNION ALL (SELECT "position", "event_id", TRUE AS "existed" FROM "existing")"#
+            r#"WITH {guard}"existing" AS  MATERIALIZED (SELECT "position", "event_id", "event_type", "tags", "payload", "metadata" FROM "dcb"."events" WHERE "event_id" = ANY(${ids})) , "inserted" AS (INSERT INTO "dcb"."events" ("event_id", "event_type", "tags", "payload", "metadata") SELECT "batch"."event_id", "batch"."event_type", "batch"."tags", "batch"."payload", "batch"."metadata" FROM jsonb_populate_recordset(NULL::"dcb"."events", ${batch}) AS "batch" WHERE {existing_check}{guard_check} RETURNING "position", "event_id") SELECT "position", "event_id", FALSE AS "existed", NULL::text, NULL::text[], NULL::jsonb, NULL::jsonb FROM "inserted" UNION ALL (SELECT "position", "event_id", TRUE AS "existed", "event_type", "tags", "payload", "metadata" FROM "existing")"#
         )
     }
 

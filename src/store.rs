@@ -1,6 +1,5 @@
 //! The [`EventStore`] trait both backends implement, and the results it returns.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use futures::TryStreamExt;
@@ -178,30 +177,36 @@ pub trait EventStore: Send + Sync {
     }
 }
 
-/// Classifies an append some of whose ids are stored already (`existing`: id → position): all of
-/// them is an idempotent replay, some of them a duplicate.
-pub(crate) fn replay_or_duplicate(
+/// Classifies an append some of whose ids are stored already (`stored`: id → its position and
+/// stored event): all of them with the same content is an idempotent replay; all of them but one
+/// stored with other content is an idempotency conflict; some of them a duplicate.
+pub(crate) fn replay_or_duplicate<'a>(
     events: &[Event],
-    existing: &HashMap<Uuid, u64>,
+    stored: impl Fn(&Uuid) -> Option<(u64, &'a Event)>,
 ) -> Result<AppendResult> {
-    let positions: Option<Vec<u64>> = events
-        .iter()
-        .map(|e| existing.get(&e.id).copied())
-        .collect();
-    match positions {
-        Some(positions) => Ok(AppendResult {
-            positions,
-            replay: true,
-        }),
-        None => {
-            let event_id = events
-                .iter()
-                .map(|e| e.id)
-                .find(|id| existing.contains_key(id))
-                .expect("some id is stored");
-            Err(Error::DuplicateEventId { event_id })
-        }
+    let found: Vec<Option<(u64, &Event)>> = events.iter().map(|e| stored(&e.id)).collect();
+    if let Some(i) = found.iter().position(Option::is_none) {
+        let event_id = events
+            .iter()
+            .zip(&found)
+            .find_map(|(e, f)| f.map(|_| e.id))
+            .unwrap_or(events[i].id);
+        return Err(Error::DuplicateEventId { event_id });
     }
+    let mut positions = Vec::with_capacity(events.len());
+    for (event, (position, original)) in events.iter().zip(found.into_iter().flatten()) {
+        if !event.same_content(original) {
+            return Err(Error::IdempotencyConflict {
+                event_id: event.id,
+                position,
+            });
+        }
+        positions.push(position);
+    }
+    Ok(AppendResult {
+        positions,
+        replay: true,
+    })
 }
 
 /// Checks a read's input the same way for every backend.

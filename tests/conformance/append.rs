@@ -237,3 +237,61 @@ async fn duplicate_event_id_is_reported_and_writes_nothing(
     );
     assert_eq!(store.row_count().await, 1);
 }
+
+/// A resend counts as a replay when it is the same event as stored, compared as the store
+/// compares JSON: key order, the spelling of a number and the order of tags do not matter.
+#[rstest]
+#[tokio::test]
+async fn a_resend_equal_as_stored_is_a_replay(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let original = Event::new(
+        "Paid",
+        json!({"amount": 10, "order": {"id": "o1", "lines": [1, 2]}}),
+    )
+    .with_tags(["order:o1", "customer:c1"])
+    .with_metadata(json!({"by": "ada"}));
+    let first = store.append([original.clone()], None).await.unwrap();
+    let resent = Event::new(
+        "Paid",
+        json!({"order": {"lines": [1, 2.0], "id": "o1"}, "amount": 1e1}),
+    )
+    .with_id(original.id)
+    .with_tags(["customer:c1", "order:o1"])
+    .with_metadata(json!({"by": "ada"}));
+    let again = store.append([resent], None).await.unwrap();
+    assert!(again.is_replay());
+    assert_eq!(again.positions(), first.positions());
+    assert_eq!(store.row_count().await, 1);
+}
+
+/// The same id with other content is not a replay: an error of its own, and nothing written.
+#[rstest]
+#[tokio::test]
+async fn a_resend_with_other_content_is_an_idempotency_conflict(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    #[values("type", "payload", "array order", "tags", "metadata")] change: &str,
+) {
+    let store = AnyStore::new(backend).await;
+    let original = Event::new("Paid", json!({"amount": 10, "lines": [1, 2]}))
+        .with_tags(["order:o1"])
+        .with_metadata(json!({"by": "ada"}));
+    let first = store.append([original.clone()], None).await.unwrap();
+    let mut changed = original.clone();
+    match change {
+        "type" => changed.event_type = "Refunded".into(),
+        "payload" => changed.payload["amount"] = json!(11),
+        "array order" => changed.payload["lines"] = json!([2, 1]),
+        "tags" => changed.tags.push("order:o2".into()),
+        _ => changed.metadata = None,
+    }
+    let err = store.append([changed], None).await.unwrap_err();
+    assert!(
+        matches!(err, Error::IdempotencyConflict { event_id, position }
+            if event_id == original.id && position == first.last_position()),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(store.row_count().await, 1);
+}
