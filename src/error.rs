@@ -372,6 +372,68 @@ pub enum InvalidInput {
         /// The read's limit.
         limit: u64,
     },
+    /// A name (event type, tag) is longer than
+    /// [`limits::MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES).
+    #[error("{location} is {bytes} bytes long, more than the limit of {max}")]
+    TooLong {
+        /// Which name.
+        location: String,
+        /// Its length in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An event's JSON (payload and metadata) is larger than
+    /// [`limits::MAX_EVENT_BYTES`](crate::limits::MAX_EVENT_BYTES).
+    #[error("event #{index} carries {bytes} bytes of JSON, more than the limit of {max}")]
+    EventTooLarge {
+        /// Index of the event in its batch.
+        index: usize,
+        /// Its payload and metadata, serialized.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A batch's JSON is larger than [`limits::MAX_BATCH_BYTES`](crate::limits::MAX_BATCH_BYTES).
+    #[error("the batch carries {bytes} bytes of JSON, more than the limit of {max}")]
+    BatchTooManyBytes {
+        /// Every payload and metadata of the batch, serialized.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// JSON nested deeper than [`limits::MAX_JSON_DEPTH`](crate::limits::MAX_JSON_DEPTH).
+    #[error("{location} is nested deeper than {max} levels")]
+    TooDeep {
+        /// Where.
+        location: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A JSON number PostgreSQL cannot give back (magnitude above
+    /// [`limits::MAX_JSON_NUMBER`](crate::limits::MAX_JSON_NUMBER)).
+    #[error("{location} holds the number {number}, whose magnitude is above 1e308")]
+    NumberOutOfRange {
+        /// Where.
+        location: String,
+        /// The number.
+        number: String,
+    },
+    /// A query has more items plus payload predicates than
+    /// [`limits::MAX_QUERY_CLAUSES`](crate::limits::MAX_QUERY_CLAUSES).
+    #[error("the query has {clauses} items and payload predicates, more than the limit of {max}")]
+    QueryTooLarge {
+        /// Items plus payload predicates.
+        clauses: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A read `limit` above `i64::MAX`.
+    #[error("the read limit {0} is out of range (at most {max})", max = i64::MAX)]
+    LimitOutOfRange(u64),
+    /// An `occurred_at` bound before [`limits::MIN_YEAR`](crate::limits::MIN_YEAR).
+    #[error("the occurred_at bound {0} is before the earliest time PostgreSQL stores (4713 BC)")]
+    TimeOutOfRange(time::OffsetDateTime),
     /// A schema name is not a plain lower-case SQL identifier.
     #[error(
         "invalid schema name {0:?}: use 1 to 63 characters of a-z, 0-9 and _, not starting with a digit"

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::error::InvalidInput;
 use crate::jsonb::jsonb_eq;
+use crate::limits::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
 use crate::validate;
 
 /// An event to append: a type, a JSON object payload, tags, optional metadata and an id.
@@ -125,20 +126,25 @@ impl Event {
         if self.event_type.is_empty() {
             return Err(InvalidInput::EmptyEventType { index });
         }
-        validate::no_nul(&self.event_type, || format!("event #{index}: event type"))?;
+        validate::name(&self.event_type, || format!("event #{index}: event type"))?;
         for tag in &self.tags {
             if tag.is_empty() {
                 return Err(InvalidInput::EmptyTag { index });
             }
-            validate::no_nul(tag, || format!("event #{index}: tag"))?;
+            validate::name(tag, || format!("event #{index}: tag"))?;
         }
         validate::object(&self.payload, index, "payload")?;
-        validate::json_no_nul(&self.payload, &|| format!("event #{index}: payload"))?;
+        validate::json(&self.payload, &|| format!("event #{index}: payload"))?;
         if let Some(metadata) = &self.metadata {
             validate::object(metadata, index, "metadata")?;
-            validate::json_no_nul(metadata, &|| format!("event #{index}: metadata"))?;
+            validate::json(metadata, &|| format!("event #{index}: metadata"))?;
         }
         Ok(())
+    }
+
+    /// The bytes of JSON the event carries (payload and metadata, serialized).
+    fn json_bytes(&self) -> usize {
+        validate::json_bytes(&self.payload) + self.metadata.as_ref().map_or(0, validate::json_bytes)
     }
 }
 
@@ -185,8 +191,24 @@ pub(crate) fn validate_batch(events: &[Event], max: usize) -> Result<(), Invalid
         });
     }
     let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut batch_bytes = 0;
     for (index, event) in events.iter().enumerate() {
         event.validate(index)?;
+        let bytes = event.json_bytes();
+        if bytes > MAX_EVENT_BYTES {
+            return Err(InvalidInput::EventTooLarge {
+                index,
+                bytes,
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        batch_bytes += bytes;
+        if batch_bytes > MAX_BATCH_BYTES {
+            return Err(InvalidInput::BatchTooManyBytes {
+                bytes: batch_bytes,
+                max: MAX_BATCH_BYTES,
+            });
+        }
         if !seen.insert(event.id) {
             return Err(InvalidInput::DuplicateIdInBatch {
                 index,

@@ -6,6 +6,7 @@ mod decision;
 mod error;
 mod event;
 mod jsonb;
+pub mod limits;
 mod locks;
 mod memory;
 mod pg;

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::error::InvalidInput;
 use crate::event::{Event, SequencedEvent};
 use crate::jsonb::{jsonb_contains, scalar_eq};
+use crate::limits::MAX_QUERY_CLAUSES;
 use crate::snapshot::ReadSnapshot;
 use crate::validate;
 
@@ -202,6 +203,23 @@ impl Query {
     pub fn validate(&self) -> Result<(), InvalidInput> {
         if !self.all && self.items.is_empty() {
             return Err(InvalidInput::EmptyQuery);
+        }
+        let clauses: usize = self
+            .items
+            .iter()
+            .map(|i| 1 + i.all_of.len() + i.any_of.as_ref().map_or(0, Vec::len))
+            .sum();
+        if clauses > MAX_QUERY_CLAUSES {
+            return Err(InvalidInput::QueryTooLarge {
+                clauses,
+                max: MAX_QUERY_CLAUSES,
+            });
+        }
+        for bound in [self.occurred_from, self.occurred_before]
+            .into_iter()
+            .flatten()
+        {
+            validate::time(bound)?;
         }
         for (index, item) in self.items.iter().enumerate() {
             item.validate(index)?;
@@ -644,7 +662,7 @@ impl PayloadPredicate {
         for k in &self.path.0 {
             validate::no_nul(k, || format!("query item #{item}: payload path"))?;
         }
-        validate::json_no_nul(&self.value, &|| {
+        validate::json(&self.value, &|| {
             format!("query item #{item}: payload predicate value")
         })?;
         if self.path.0.is_empty() && !self.value.is_object() {

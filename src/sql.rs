@@ -354,11 +354,7 @@ fn empty(cte: &'static str) -> Expr {
 fn filter(query: &Query) -> Option<Condition> {
     let mut cond = Condition::all();
     if !query.is_all() {
-        let items = query
-            .items()
-            .iter()
-            .fold(Condition::any(), |any, item| any.add(item_filter(item)));
-        cond = cond.add(items);
+        cond = cond.add(any_balanced(query.items().iter().map(item_filter)));
     }
     let (from, before) = query.occurred_range();
     if let Some(from) = from {
@@ -368,6 +364,31 @@ fn filter(query: &Query) -> Option<Condition> {
         cond = cond.add(Expr::col("occurred_at").lt(before));
     }
     (!cond.is_empty()).then_some(cond)
+}
+
+/// Operands an OR takes before it is nested (see [`any_balanced`]).
+const OR_FAN_OUT: usize = 8;
+
+/// The OR of `parts`, as a tree of ORs of at most [`OR_FAN_OUT`] operands each. sea-query renders
+/// a flat OR as a left-deep chain and recurses once per operand, so a query of thousands of items
+/// rendered flat exhausts the stack; nested, the depth grows with the logarithm. PostgreSQL
+/// flattens nested ORs again. Up to [`OR_FAN_OUT`] operands the SQL is the flat OR.
+fn any_balanced<C: Into<Condition>>(parts: impl IntoIterator<Item = C>) -> Condition {
+    let mut level: Vec<Condition> = parts.into_iter().map(Into::into).collect();
+    while level.len() > OR_FAN_OUT {
+        let mut operands = level.into_iter().peekable();
+        let mut next = Vec::new();
+        while operands.peek().is_some() {
+            next.push(
+                operands
+                    .by_ref()
+                    .take(OR_FAN_OUT)
+                    .fold(Condition::any(), Condition::add),
+            );
+        }
+        level = next;
+    }
+    level.into_iter().fold(Condition::any(), Condition::add)
 }
 
 fn item_filter(item: &QueryItem) -> Condition {
@@ -386,9 +407,10 @@ fn item_filter(item: &QueryItem) -> Condition {
         cond = cond.add(Expr::col("payload").contains(Expr::val(p.containment())));
     }
     if let Some(any_of) = item.any_of() {
-        cond = cond.add(any_of.iter().fold(Condition::any(), |any, p| {
-            any.add(Expr::col("payload").contains(Expr::val(p.containment())))
-        }));
+        cond =
+            cond.add(any_balanced(any_of.iter().map(|p| {
+                Expr::col("payload").contains(Expr::val(p.containment()))
+            })));
     }
     cond
 }
@@ -472,6 +494,35 @@ mod tests {
                 r#"{SELECT} WHERE "occurred_at" >= $1 AND "occurred_at" < $2 ORDER BY "position" ASC"#
             )
         );
+    }
+
+    #[test]
+    fn large_ors_render_as_one_flat_or() {
+        let nine = Query::from_items((0..9).map(|i| QueryItem::types([format!("T{i}")])));
+        let s = select_events(&schema(), &nine, &ReadOptions::default()).unwrap();
+        let all: Vec<String> = (1..=9).map(|p| format!(r#""event_type" = ${p}"#)).collect();
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"{SELECT} WHERE {} ORDER BY "position" ASC"#,
+                all.join(" OR ")
+            )
+        );
+    }
+
+    /// 15,000 items overflowed the stack when the OR was one left-deep chain; nested, 50,000
+    /// render on a thread with a 2 MiB stack (the default of test and runtime threads).
+    #[test]
+    fn huge_ors_render_without_exhausting_the_stack() {
+        let huge = Query::from_items((0..50_000).map(|i| QueryItem::tagged([format!("t:{i}")])));
+        let sql = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || select_events(&schema(), &huge, &ReadOptions::default()).map(|s| s.sql))
+            .unwrap()
+            .join()
+            .expect("rendered without overflowing")
+            .unwrap();
+        assert!(sql.as_str().contains(r#""tags" @> $50000"#));
     }
 
     #[test]

@@ -213,6 +213,11 @@ pub(crate) fn replay_or_duplicate<'a>(
 pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), InvalidInput> {
     query.validate()?;
     options.from.map(validate::position).transpose()?;
+    if let Some(limit) = options.limit
+        && i64::try_from(limit).is_err()
+    {
+        return Err(InvalidInput::LimitOutOfRange(limit));
+    }
     Ok(())
 }
 

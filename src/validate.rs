@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::error::InvalidInput;
+use crate::limits::{MAX_JSON_DEPTH, MAX_JSON_NUMBER, MAX_NAME_BYTES, MIN_YEAR};
 
 /// Rejects strings with a NUL character (PostgreSQL cannot store it in text or JSONB).
 pub(crate) fn no_nul(s: &str, location: impl FnOnce() -> String) -> Result<(), InvalidInput> {
@@ -14,17 +15,77 @@ pub(crate) fn no_nul(s: &str, location: impl FnOnce() -> String) -> Result<(), I
     Ok(())
 }
 
-/// Rejects JSON with a NUL character in any key or string.
-pub(crate) fn json_no_nul(v: &Value, location: &dyn Fn() -> String) -> Result<(), InvalidInput> {
-    match v {
-        Value::String(s) => no_nul(s, location),
-        Value::Array(items) => items.iter().try_for_each(|i| json_no_nul(i, location)),
-        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            no_nul(k, || format!("{} (a key)", location()))?;
-            json_no_nul(v, location)
-        }),
-        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+/// Rejects JSON that PostgreSQL cannot store or give back: a NUL character in a key or string,
+/// nesting deeper than [`MAX_JSON_DEPTH`], a number of magnitude above [`MAX_JSON_NUMBER`].
+/// Iterative, so that hostile nesting cannot exhaust the stack.
+pub(crate) fn json(v: &Value, location: &dyn Fn() -> String) -> Result<(), InvalidInput> {
+    let mut pending = vec![(v, 1usize)];
+    while let Some((v, depth)) = pending.pop() {
+        if depth > MAX_JSON_DEPTH && matches!(v, Value::Array(_) | Value::Object(_)) {
+            return Err(InvalidInput::TooDeep {
+                location: location(),
+                max: MAX_JSON_DEPTH,
+            });
+        }
+        match v {
+            Value::String(s) => no_nul(s, location)?,
+            Value::Number(n) => {
+                if n.as_f64().is_some_and(|f| f.abs() > MAX_JSON_NUMBER) {
+                    return Err(InvalidInput::NumberOutOfRange {
+                        location: location(),
+                        number: n.to_string(),
+                    });
+                }
+            }
+            Value::Array(items) => pending.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    no_nul(k, || format!("{} (a key)", location()))?;
+                    pending.push((v, depth + 1));
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
     }
+    Ok(())
+}
+
+/// Rejects an event type or tag longer than [`MAX_NAME_BYTES`] or holding a NUL.
+pub(crate) fn name(s: &str, location: impl Fn() -> String) -> Result<(), InvalidInput> {
+    if s.len() > MAX_NAME_BYTES {
+        return Err(InvalidInput::TooLong {
+            location: location(),
+            bytes: s.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    no_nul(s, location)
+}
+
+/// The size of `v` serialized, without keeping the bytes.
+pub(crate) fn json_bytes(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
+}
+
+/// Rejects a time PostgreSQL's `timestamptz` cannot hold.
+pub(crate) fn time(t: time::OffsetDateTime) -> Result<(), InvalidInput> {
+    if t.year() < MIN_YEAR {
+        return Err(InvalidInput::TimeOutOfRange(t));
+    }
+    Ok(())
 }
 
 /// Requires a JSON object.

@@ -2,7 +2,7 @@
 //! literally.
 
 use dcbstore::{
-    AppendCondition, Error, Event, EventStore, InvalidInput, Query, QueryItem, ReadOptions,
+    AppendCondition, Error, Event, EventStore, InvalidInput, Query, QueryItem, ReadOptions, limits,
 };
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -11,6 +11,11 @@ use crate::common::{AnyStore, Backend, event};
 
 fn valid() -> Event {
     event("Valid", &["t:1"], json!({"k": "v"}))
+}
+
+/// An array nested `depth` levels deep (iteratively built and dropped: no recursion).
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(1), |inner, _| Value::Array(vec![inner]))
 }
 
 fn invalid(e: &Error) -> &InvalidInput {
@@ -62,6 +67,34 @@ fn invalid(e: &Error) -> &InvalidInput {
 #[case::nul_in_metadata(
     vec![Event::new("A", json!({})).with_metadata(json!({"m": "\0"}))],
     InvalidInput::NulCharacter { location: "event #0: metadata".into() }
+)]
+#[case::type_too_long(
+    vec![Event::new("T".repeat(limits::MAX_NAME_BYTES + 1), json!({}))],
+    InvalidInput::TooLong { location: "event #0: event type".into(), bytes: limits::MAX_NAME_BYTES + 1, max: limits::MAX_NAME_BYTES }
+)]
+#[case::tag_too_long(
+    vec![valid(), event("A", &[&"t".repeat(3000)], json!({}))],
+    InvalidInput::TooLong { location: "event #1: tag".into(), bytes: 3000, max: limits::MAX_NAME_BYTES }
+)]
+#[case::payload_too_deep(
+    vec![Event::new("A", json!({"k": nested(limits::MAX_JSON_DEPTH)}))],
+    InvalidInput::TooDeep { location: "event #0: payload".into(), max: limits::MAX_JSON_DEPTH }
+)]
+#[case::payload_hostile_depth(
+    vec![Event::new("A", json!({"k": nested(1_000)}))],
+    InvalidInput::TooDeep { location: "event #0: payload".into(), max: limits::MAX_JSON_DEPTH }
+)]
+#[case::number_postgres_cannot_give_back(
+    vec![Event::new("A", json!({"k": [1, f64::MAX]}))],
+    InvalidInput::NumberOutOfRange { location: "event #0: payload".into(), number: "1.7976931348623157e+308".into() }
+)]
+#[case::metadata_too_deep(
+    vec![Event::new("A", json!({})).with_metadata(json!({"m": nested(80)}))],
+    InvalidInput::TooDeep { location: "event #0: metadata".into(), max: limits::MAX_JSON_DEPTH }
+)]
+#[case::event_too_large(
+    vec![Event::new("A", json!({"k": "x".repeat(limits::MAX_EVENT_BYTES)}))],
+    InvalidInput::EventTooLarge { index: 0, bytes: limits::MAX_EVENT_BYTES + 8, max: limits::MAX_EVENT_BYTES }
 )]
 #[case::repeated_id(
     { let e = valid(); vec![e.clone(), e] },
@@ -255,4 +288,83 @@ async fn hostile_strings_are_stored_and_matched_literally(
         }
     }
     assert_eq!(store.row_count().await, HOSTILE.len() as i64);
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_batch_over_its_json_budget_is_rejected(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let big = "x".repeat(limits::MAX_EVENT_BYTES - 100);
+    let events: Vec<Event> = (0..limits::MAX_BATCH_BYTES / limits::MAX_EVENT_BYTES + 1)
+        .map(|_| Event::new("A", json!({"k": big})))
+        .collect();
+    let err = store.append(events, None).await.unwrap_err();
+    assert!(
+        matches!(invalid(&err), InvalidInput::BatchTooManyBytes { max, .. } if *max == limits::MAX_BATCH_BYTES),
+        "{err}"
+    );
+    assert_eq!(store.row_count().await, 0);
+}
+
+/// The largest query the limits allow runs on both backends (its SQL renders without exhausting
+/// the stack of a runtime thread); one clause more is refused.
+#[rstest]
+#[tokio::test]
+async fn queries_up_to_the_clause_limit_run_and_larger_ones_are_refused(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    store.append([valid()], None).await.unwrap();
+    let items = |n: usize| Query::from_items((0..n).map(|i| QueryItem::tagged([format!("t:{i}")])));
+    let read = store
+        .read(&items(limits::MAX_QUERY_CLAUSES), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    let predicates =
+        Query::from(QueryItem::types(["Valid"]).payload_any_of(
+            (0..limits::MAX_QUERY_CLAUSES - 1).map(|i| ("k", json!(format!("v{i}")))),
+        ));
+    store
+        .append(
+            [event("Valid", &[], json!({"k": "v7"}))],
+            Some(AppendCondition::new(predicates, None)),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .read(
+            &items(limits::MAX_QUERY_CLAUSES + 1),
+            ReadOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        invalid(&err),
+        &InvalidInput::QueryTooLarge {
+            clauses: limits::MAX_QUERY_CLAUSES + 1,
+            max: limits::MAX_QUERY_CLAUSES
+        }
+    );
+}
+
+#[rstest]
+#[tokio::test]
+async fn read_limits_and_times_postgres_cannot_hold_are_refused(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let err = store
+        .read(&Query::all(), ReadOptions::default().limit(u64::MAX))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(&err), &InvalidInput::LimitOutOfRange(u64::MAX));
+    let ancient = time::OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
+    let err = store
+        .read(&Query::all().occurred_from(ancient), ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(&err), &InvalidInput::TimeOutOfRange(ancient));
 }
