@@ -226,3 +226,84 @@ async fn invalid_schema_names_are_rejected(#[case] name: &str) {
         "{err}"
     );
 }
+
+/// Cancel safety on a pool of one connection: an append dropped while it waits for a lock (the
+/// caller's own timeout) neither holds up the next call on the pool nor commits later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_append_frees_the_pool_and_never_commits() {
+    let store = common::store_with_pool(1).await;
+    let holder = common::store_with_pool_in(2, store.schema()).await;
+    let mut client = holder.pool().get().await.unwrap();
+    let holding = client.transaction().await.unwrap();
+    holder
+        .append_in(&holding, [event("Held", &["slot:1"], json!({}))], None)
+        .await
+        .unwrap();
+
+    let abandoned = event("Claimed", &["slot:1"], json!({"abandoned": true}));
+    let waited = tokio::time::timeout(
+        Duration::from_millis(200),
+        store.append(
+            [abandoned.clone()],
+            Some(AppendCondition::new(
+                Query::from(QueryItem::tagged(["slot:1"])),
+                None,
+            )),
+        ),
+    )
+    .await;
+    assert!(waited.is_err(), "the append waits for the held lock");
+
+    let next = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.append([event("Other", &["slot:2"], json!({}))], None),
+    )
+    .await
+    .expect("the pool's connection is free for the next call");
+    next.unwrap();
+
+    holding.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = common::all_events(&store).await;
+    assert!(
+        log.iter().all(|e| e.id != abandoned.id),
+        "the abandoned append committed after all"
+    );
+    assert_eq!(log.len(), 2, "the held event and the next one");
+}
+
+/// A stream dropped half-way on a pool of one does not leave its connection draining rows for
+/// the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_frees_the_pool() {
+    use futures::StreamExt;
+
+    let store = common::store_with_pool(1).await;
+    let batch: Vec<_> = (0..1000)
+        .map(|i| event("A", &[], json!({"i": i})))
+        .collect();
+    for _ in 0..5 {
+        store
+            .append(
+                batch
+                    .iter()
+                    .map(|e| e.clone().with_id(uuid::Uuid::now_v7())),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let mut stream = store.read_stream(&Query::all(), ReadOptions::default());
+    for _ in 0..10 {
+        stream.next().await.unwrap().unwrap();
+    }
+    drop(stream);
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.read(&Query::all(), ReadOptions::default().limit(1)),
+    )
+    .await
+    .expect("the pool's connection is free for the next call")
+    .unwrap();
+    assert_eq!(read.len(), 1);
+}

@@ -96,6 +96,13 @@ pub async fn store_with_pool(size: usize) -> PgEventStore {
     store
 }
 
+/// A second store on the schema `schema` (already migrated), with a pool of its own.
+pub async fn store_with_pool_in(size: usize, schema: &str) -> PgEventStore {
+    PgEventStore::from_pool(pool(size))
+        .with_schema(schema)
+        .expect("a valid schema name")
+}
+
 /// A schema name unique to the running test (its thread carries the test's name), stable across
 /// runs so that each run starts by dropping what the last one left.
 pub fn test_schema() -> String {

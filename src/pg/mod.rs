@@ -12,6 +12,9 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use connection::Lent;
+
+mod connection;
 use crate::event::{Event, SequencedEvent};
 use crate::locks::LockPlan;
 use crate::query::{AppendCondition, Query, ReadOptions};
@@ -31,7 +34,7 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 /// A connection's prepared statements are dropped when they grow past this many (appends with
 /// many different query shapes).
 const MAX_CACHED_STATEMENTS: usize = 256;
-const EVENTS_DDL: &str = include_str!("../initdb/02_events.sql");
+const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
 /// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
 const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 
@@ -372,8 +375,10 @@ impl EventStore for PgEventStore {
     ) -> impl Future<Output = Result<ReadResult>> + Send {
         let (pool, query, schema) = (self.pool.clone(), query.clone(), self.config.clone());
         async move {
-            let client = pool.get().await?;
-            read_seen(&**client, &query, options, &schema.schema).await
+            let client = Lent::take(&pool).await?;
+            let read = read_seen(&***client, &query, options, &schema.schema).await?;
+            client.release();
+            Ok(read)
         }
     }
 
@@ -382,20 +387,25 @@ impl EventStore for PgEventStore {
         let pool = self.pool.clone();
         stream::once(async move {
             let statement = statement?;
-            let client = pool.get().await?;
+            let client = Lent::take(&pool).await?;
             let rows = client
                 .query_typed_raw(&statement.sql, statement.params())
                 .await
                 .map_err(Error::db("reading events"))?;
-            Ok::<_, Error>(
-                rows.map_err(Error::db("reading events"))
-                    .and_then(|row| async move { decode(&row) })
-                    // The stream owns the connection until it is dropped.
-                    .map(move |event| {
-                        let _connection = &client;
-                        event
-                    }),
-            )
+            // The stream owns the connection; it goes back to the pool once every row is read
+            // (dropped earlier, it is closed instead: see `Lent`).
+            let rows = Box::pin(rows);
+            Ok::<_, Error>(stream::unfold(Some((rows, client)), |state| async move {
+                let (mut rows, client) = state?;
+                match rows.try_next().await {
+                    Ok(Some(row)) => Some((decode(&row), Some((rows, client)))),
+                    Ok(None) => {
+                        client.release();
+                        None
+                    }
+                    Err(e) => Some((Err(Error::db("reading events")(e)), None)),
+                }
+            }))
         })
         .try_flatten()
         .boxed()
@@ -410,14 +420,17 @@ impl EventStore for PgEventStore {
         let pool = self.pool.clone();
         async move {
             let prepared = prepared?;
-            let client = pool.get().await?;
-            match prepared.run_pooled(&client).await {
+            let client = Lent::take(&pool).await?;
+            let outcome = match prepared.run_pooled(&client).await {
                 // The same ids were being appended concurrently (e.g. the first try of this very
                 // append, whose outcome the caller did not learn): now that it has committed,
                 // running again reports it as a replay.
                 Err(Error::DuplicateEventId { .. }) => prepared.run_pooled(&client).await,
                 outcome => outcome,
-            }
+            };
+            // Every pipelined statement has answered, whatever the outcome.
+            client.release();
+            outcome
         }
     }
 }
