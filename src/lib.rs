@@ -23,7 +23,10 @@ pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
 pub use jsonb::jsonb_contains;
 pub use memory::MemoryEventStore;
-pub use pg::{DEFAULT_MAX_BATCH_SIZE, DEFAULT_SCHEMA, PgEventStore};
+pub use pg::{
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BATCH_SIZE, DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA,
+    DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
+};
 pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
 pub use snapshot::ReadSnapshot;
 pub use store::{AppendResult, EventStore, EventStream, ReadResult};

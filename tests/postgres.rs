@@ -307,3 +307,66 @@ async fn a_dropped_stream_frees_the_pool() {
     .unwrap();
     assert_eq!(read.len(), 1);
 }
+
+/// Every wait of an append is bounded: a boundary held by a transaction left open fails a guarded
+/// append on it after the store's lock timeout, with a retryable error, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_waits_for_a_held_boundary_no_longer_than_its_lock_timeout() {
+    let store = common::store_with_pool(2)
+        .await
+        .with_lock_timeout(Duration::from_millis(200));
+    assert_eq!(store.lock_timeout(), Duration::from_millis(200));
+    let holder = common::store_with_pool_in(1, store.schema()).await;
+    let mut client = holder.pool().get().await.unwrap();
+    let idle = client.transaction().await.unwrap();
+    holder
+        .append_in(&idle, [event("Held", &["slot:1"], json!({}))], None)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let err = store
+        .append(
+            [event("Claimed", &["slot:1"], json!({}))],
+            Some(AppendCondition::new(
+                Query::from(QueryItem::tagged(["slot:1"])),
+                None,
+            )),
+        )
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.sql_state().map(|s| s.code()), Some("55P03"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "waited {waited:?}"
+    );
+    idle.rollback().await.unwrap();
+    assert_eq!(common::row_count(&store).await, 0);
+}
+
+/// `connect` bounds the wait for a free connection: with every connection of its pool checked
+/// out, a call fails with a retryable pool timeout instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_store_waits_for_a_connection_no_longer_than_the_pool_timeout() {
+    let store = dcbstore::PgEventStore::connect(common::database_url())
+        .await
+        .unwrap();
+    let size = store.pool().status().max_size;
+    let mut held = Vec::new();
+    for _ in 0..size {
+        held.push(store.pool().get().await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let err = store
+        .read(&Query::all(), ReadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Pool(_)) && err.is_retryable(), "{err}");
+    assert!(
+        started.elapsed() < dcbstore::DEFAULT_POOL_TIMEOUT + Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+}

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -27,6 +28,18 @@ use crate::store::{
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "dcbstore";
+
+/// How long an append waits for the locks of its boundary unless told otherwise
+/// ([`PgEventStore::with_lock_timeout`]).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one statement of an append may run unless told otherwise
+/// ([`PgEventStore::with_statement_timeout`]).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`PgEventStore::connect`]'s pool waits for a free connection, and for a new one to
+/// open.
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most events one append accepts unless told otherwise.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
@@ -74,10 +87,37 @@ pub struct PgEventStore {
     config: Arc<Config>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Config {
     schema: SchemaName,
     max_batch_size: usize,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+    /// What starts an append's transaction: `BEGIN` and its time bounds, one simple query.
+    begin: Arc<str>,
+}
+
+impl Config {
+    fn new(
+        schema: SchemaName,
+        max_batch_size: usize,
+        lock_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Self {
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
+             SET LOCAL statement_timeout = {}",
+            lock_timeout.as_millis().max(1),
+            statement_timeout.as_millis().max(1)
+        );
+        Self {
+            schema,
+            max_batch_size,
+            lock_timeout,
+            statement_timeout,
+            begin: begin.into(),
+        }
+    }
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -91,9 +131,13 @@ impl std::fmt::Debug for PgEventStore {
 }
 
 impl PgEventStore {
-    /// Connects to `url` (a libpq-style connection string or URL) with a pool of up to
-    /// `4 × CPUs` connections, in the default schema [`DEFAULT_SCHEMA`]. One connection is
-    /// opened right away, so a wrong URL fails here.
+    /// Connects to `url` (a libpq-style connection string or URL) with a pool of deadpool's
+    /// default size, in the default schema [`DEFAULT_SCHEMA`]. One connection is opened right
+    /// away, so a wrong URL fails here. Every wait of the pool is bounded by
+    /// [`DEFAULT_POOL_TIMEOUT`] (for a free connection, to open one, to check one): past it a
+    /// call fails with a retryable [`Error::Pool`]. Appends are bounded by
+    /// [`DEFAULT_LOCK_TIMEOUT`] and [`DEFAULT_STATEMENT_TIMEOUT`]
+    /// ([`PgEventStore::with_lock_timeout`]).
     ///
     /// # Errors
     ///
@@ -117,6 +161,12 @@ impl PgEventStore {
             },
         );
         let pool = Pool::builder(manager)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(deadpool_postgres::Timeouts {
+                wait: Some(DEFAULT_POOL_TIMEOUT),
+                create: Some(DEFAULT_POOL_TIMEOUT),
+                recycle: Some(DEFAULT_POOL_TIMEOUT),
+            })
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         drop(pool.get().await?);
@@ -135,11 +185,83 @@ impl PgEventStore {
     pub fn from_pool(pool: Pool) -> Self {
         Self {
             pool,
-            config: Arc::new(Config {
-                schema: SchemaName::new(DEFAULT_SCHEMA).expect("the default schema name is valid"),
-                max_batch_size: DEFAULT_MAX_BATCH_SIZE,
-            }),
+            config: Arc::new(Config::new(
+                SchemaName::new(DEFAULT_SCHEMA).expect("the default schema name is valid"),
+                DEFAULT_MAX_BATCH_SIZE,
+                DEFAULT_LOCK_TIMEOUT,
+                DEFAULT_STATEMENT_TIMEOUT,
+            )),
         }
+    }
+
+    fn configured(self, change: impl FnOnce(&Config) -> Config) -> Self {
+        let config = Arc::new(change(&self.config));
+        Self {
+            pool: self.pool,
+            config,
+        }
+    }
+
+    /// The same store bounding how long an append waits for the locks of its boundary (default
+    /// [`DEFAULT_LOCK_TIMEOUT`]): past it the append fails with a retryable
+    /// [`Error::Database`] (SQLSTATE `55P03`) and writes nothing, e.g. when a transaction left
+    /// open after [`PgEventStore::append_in`] holds the boundary.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// let store = store.with_lock_timeout(std::time::Duration::from_millis(500));
+    /// assert_eq!(store.lock_timeout().as_millis(), 500);
+    /// # }
+    /// ```
+    pub fn with_lock_timeout(self, timeout: Duration) -> Self {
+        self.configured(|c| {
+            Config::new(
+                c.schema.clone(),
+                c.max_batch_size,
+                timeout,
+                c.statement_timeout,
+            )
+        })
+    }
+
+    /// The same store bounding each statement of an append (default
+    /// [`DEFAULT_STATEMENT_TIMEOUT`]): past it the append fails with a retryable
+    /// [`Error::Database`] (SQLSTATE `57014`) and writes nothing. Reads are not bounded by the
+    /// store (a long stream would be cut): bound them on the pool's connections
+    /// (`statement_timeout` in the connection's options) if you need to.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// let store = store.with_statement_timeout(std::time::Duration::from_secs(5));
+    /// assert_eq!(store.statement_timeout().as_secs(), 5);
+    /// # }
+    /// ```
+    pub fn with_statement_timeout(self, timeout: Duration) -> Self {
+        self.configured(|c| {
+            Config::new(c.schema.clone(), c.max_batch_size, c.lock_timeout, timeout)
+        })
+    }
+
+    /// How long an append waits for its locks.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// assert_eq!(store.lock_timeout(), dcbstore::DEFAULT_LOCK_TIMEOUT);
+    /// # }
+    /// ```
+    pub fn lock_timeout(&self) -> Duration {
+        self.config.lock_timeout
+    }
+
+    /// How long a statement of an append may run.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// assert_eq!(store.statement_timeout(), dcbstore::DEFAULT_STATEMENT_TIMEOUT);
+    /// # }
+    /// ```
+    pub fn statement_timeout(&self) -> Duration {
+        self.config.statement_timeout
     }
 
     /// The same store in schema `schema` (1 to 63 characters of `a-z`, `0-9`, `_`, not starting
@@ -160,13 +282,10 @@ impl PgEventStore {
     /// ```
     pub fn with_schema(self, schema: &str) -> Result<Self> {
         let schema = SchemaName::new(schema)?;
-        Ok(Self {
-            pool: self.pool,
-            config: Arc::new(Config {
-                schema,
-                max_batch_size: self.config.max_batch_size,
-            }),
-        })
+        Ok(self.configured(|c| Config {
+            schema,
+            ..c.clone()
+        }))
     }
 
     /// The same store accepting at most `max` events per append (default
@@ -179,13 +298,10 @@ impl PgEventStore {
     /// # }
     /// ```
     pub fn with_max_batch_size(self, max: usize) -> Self {
-        Self {
-            pool: self.pool,
-            config: Arc::new(Config {
-                schema: self.config.schema.clone(),
-                max_batch_size: max,
-            }),
-        }
+        self.configured(|c| Config {
+            max_batch_size: max,
+            ..c.clone()
+        })
     }
 
     /// The schema this store lives in.
@@ -362,6 +478,7 @@ impl PgEventStore {
             lock: sql::lock_keys(&locks),
             insert: sql::insert_events(schema, &events, guard),
             after: condition.map(|c| c.after),
+            begin: self.config.begin.clone(),
             events,
         })
     }
@@ -442,6 +559,8 @@ struct PreparedAppend {
     insert: Statement,
     /// `Some` when guarded: the condition's `after`.
     after: Option<Option<u64>>,
+    /// `BEGIN` with the store's time bounds.
+    begin: Arc<str>,
 }
 
 impl PreparedAppend {
@@ -470,7 +589,7 @@ impl PreparedAppend {
             .map_err(&prepare)?;
         let (lock_values, values) = (self.lock.values(), self.insert.values());
         let (begun, locked, inserted, committed) = futures::join!(
-            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.batch_execute(&self.begin),
             client.query(&lock, &lock_values),
             client.query(&insert, &values),
             client.batch_execute("COMMIT"),
