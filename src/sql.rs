@@ -29,17 +29,6 @@ pub(crate) const COLUMNS: [&str; 7] = [
     "occurred_at",
 ];
 
-/// What an append returns of the events of its batch that are stored already, to tell a replay
-/// from an idempotency conflict.
-const STORED: [&str; 6] = [
-    "position",
-    "event_id",
-    "event_type",
-    "tags",
-    "payload",
-    "metadata",
-];
-
 /// The columns an append writes; the others have defaults.
 const WRITTEN: [&str; 5] = ["event_id", "event_type", "tags", "payload", "metadata"];
 
@@ -234,8 +223,10 @@ pub(crate) fn insert_events(
 
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
     let mut existing = Sql::select();
+    // Of the events stored already, all but `occurred_at`: enough to tell a replay from an
+    // idempotency conflict.
     existing
-        .columns(STORED)
+        .columns(COLUMNS[..6].iter().copied())
         .from(schema.events())
         .and_where(Expr::col("event_id").eq(PgFunc::any(Expr::val(ids))));
     source.and_where(empty("existing"));

@@ -38,7 +38,7 @@ fn check(err: &Error, retryable: bool, state: Option<&str>, says: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_timeout_is_retryable_and_says_so() {
+async fn lock_and_statement_timeouts_are_retryable_and_say_so() {
     let store = common::store_with_pool(4).await;
     // A transaction holding the slot's lock: an append_in on it, not committed.
     let mut holder = store.pool().get().await.unwrap();
@@ -48,41 +48,31 @@ async fn a_lock_timeout_is_retryable_and_says_so() {
         .await
         .unwrap();
 
+    // The same guarded append, in a transaction with one timeout or the other set.
     let mut client = store.pool().get().await.unwrap();
-    let tx = client.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL lock_timeout = '50ms'")
-        .await
-        .unwrap();
-    let err = store
-        .append_in(
-            &tx,
-            [event("Claimed", &["slot:1"], json!({}))],
-            Some(AppendCondition::new(slot(), None)),
-        )
-        .await
-        .unwrap_err();
-    check(
-        &err,
-        true,
-        Some("55P03"),
-        &["lock timeout", "SQLSTATE 55P03"],
-    );
-    drop(tx);
-
-    let tx = client.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL statement_timeout = '50ms'")
-        .await
-        .unwrap();
-    let err = store
-        .append_in(
-            &tx,
-            [event("Claimed", &["slot:1"], json!({}))],
-            Some(AppendCondition::new(slot(), None)),
-        )
-        .await
-        .unwrap_err();
-    check(&err, true, Some("57014"), &["statement timeout", "57014"]);
-    drop(tx);
+    for (setting, state, says) in [
+        ("lock_timeout", "55P03", "lock timeout"),
+        ("statement_timeout", "57014", "statement timeout"),
+    ] {
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&format!("SET LOCAL {setting} = '50ms'"))
+            .await
+            .unwrap();
+        let err = store
+            .append_in(
+                &tx,
+                [event("Claimed", &["slot:1"], json!({}))],
+                Some(AppendCondition::new(slot(), None)),
+            )
+            .await
+            .unwrap_err();
+        check(
+            &err,
+            true,
+            Some(state),
+            &[says, &format!("SQLSTATE {state}")],
+        );
+    }
     holding.rollback().await.unwrap();
 }
 
