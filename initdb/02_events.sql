@@ -29,3 +29,11 @@ CREATE INDEX IF NOT EXISTS events_payload_idx ON events
 CREATE INDEX IF NOT EXISTS events_tx_id_idx ON events (tx_id);
 ALTER INDEX events_tags_idx SET (fastupdate = off);
 ALTER INDEX events_payload_idx SET (fastupdate = off);
+
+-- The version of this schema, so that PgEventStore::migrate() does nothing (and takes no lock)
+-- when it is current. Bump it, here and in SCHEMA_VERSION (src/pg/mod.rs), with every change.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer     PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;

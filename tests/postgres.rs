@@ -370,3 +370,58 @@ async fn a_connected_store_waits_for_a_connection_no_longer_than_the_pool_timeou
         started.elapsed()
     );
 }
+
+/// A current schema costs `migrate()` one query and no lock: called while a transaction holds
+/// the indexes (a reader in the middle of its work), it returns at once, where re-running the DDL
+/// waited for the reader and made every later read and append queue behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_returns_at_once_when_the_schema_is_current() {
+    let store = common::store_with_pool(2).await;
+    store
+        .append([event("A", &["t:1"], json!({"k": 1}))], None)
+        .await
+        .unwrap();
+    let mut client = store.pool().get().await.unwrap();
+    let reader = client.transaction().await.unwrap();
+    let tagged = Query::from(QueryItem::tagged(["t:1"]));
+    store
+        .read_in(&*reader, &tagged, ReadOptions::default())
+        .await
+        .unwrap();
+
+    tokio::time::timeout(Duration::from_secs(2), store.migrate())
+        .await
+        .expect("migrate waits for no one")
+        .unwrap();
+    reader.commit().await.unwrap();
+}
+
+/// A schema created before versions (no `schema_version`, no `tx_id` index) is brought up to
+/// date once.
+#[tokio::test]
+async fn migrate_upgrades_a_schema_that_predates_versions() {
+    let store = common::store().await;
+    let schema = store.schema().to_string();
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE \"{schema}\".schema_version; DROP INDEX \"{schema}\".events_tx_id_idx"
+        ))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (version, index): (i32, bool) = {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT max(version) FROM \"{schema}\".schema_version), \
+                     to_regclass('\"{schema}\".events_tx_id_idx') IS NOT NULL"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((version, index), (1, true));
+}

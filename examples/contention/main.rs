@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
 const LOAD_SQL: &str = include_str!("load.sql");
+const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
 const BIG_BOUNDARY: u64 = 10_000;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -375,7 +376,7 @@ async fn load(store: &PgEventStore, from: u64, to: u64) -> Result<(), BoxError> 
     if bulk {
         client
             .batch_execute(&format!(
-                "DROP INDEX \"{schema}\".events_type_position_idx, \"{schema}\".events_tags_idx, \"{schema}\".events_payload_idx"
+                "DROP INDEX \"{schema}\".events_type_position_idx, \"{schema}\".events_tags_idx, \"{schema}\".events_payload_idx, \"{schema}\".events_tx_id_idx"
             ))
             .await?;
     }
@@ -394,10 +395,17 @@ async fn load(store: &PgEventStore, from: u64, to: u64) -> Result<(), BoxError> 
         tx.commit().await?;
         start = end + 1;
     }
-    drop(client);
     if bulk {
-        store.migrate().await?;
+        // The schema's own DDL recreates the dropped indexes (`migrate()` would not: the
+        // schema's version is current).
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL search_path TO \"{schema}\"; {EVENTS_DDL}"
+        ))
+        .await?;
+        tx.commit().await?;
     }
+    drop(client);
     let client = store.pool().get().await?;
     client
         .batch_execute(&format!("VACUUM ANALYZE \"{schema}\".events"))

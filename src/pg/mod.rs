@@ -48,6 +48,8 @@ pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 /// many different query shapes).
 const MAX_CACHED_STATEMENTS: usize = 256;
 const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
+/// The version `EVENTS_DDL` records in `schema_version`.
+const SCHEMA_VERSION: i32 = 1;
 /// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
 const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 
@@ -338,29 +340,45 @@ impl PgEventStore {
         &self.pool
     }
 
-    /// Creates the schema, the events table and its indexes if they do not exist: the SQL of
-    /// `initdb/02_events.sql`, run in this store's schema. Idempotent and safe to call
-    /// concurrently.
+    /// Creates or updates the schema, the events table and its indexes: the SQL of
+    /// `initdb/02_events.sql`, run in this store's schema. Safe to call from every process at
+    /// start: when the schema is current (its `schema_version` table says so) it runs one query
+    /// and takes no lock; otherwise concurrent calls take turns (an advisory lock) and the DDL
+    /// waits at most [`PgEventStore::lock_timeout`] for each table lock it needs.
     ///
     /// # Errors
     ///
-    /// [`Error::Pool`] or [`Error::Database`] when the server refuses (e.g. missing privileges).
+    /// [`Error::Pool`] or [`Error::Database`] when the server refuses (e.g. missing privileges)
+    /// or a lock is not granted in time (retryable).
     ///
     /// ```no_run
     /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
     /// store.migrate().await?;
-    /// store.migrate().await?; // nothing to do the second time
+    /// store.migrate().await?; // one query the second time
     /// # Ok(())
     /// # }
     /// ```
     pub async fn migrate(&self) -> Result<()> {
         const CONTEXT: &str = "migrating the schema";
         let mut client = self.pool.get().await?;
+        if self.schema_version(&**client).await? >= SCHEMA_VERSION {
+            return Ok(());
+        }
         let tx = client.transaction().await.map_err(Error::db(CONTEXT))?;
+        let schema = self.config.schema.quoted();
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            self.config.lock_timeout.as_millis().max(1)
+        ))
+        .await
+        .map_err(Error::db(CONTEXT))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK_KEY])
             .await
             .map_err(Error::db(CONTEXT))?;
-        let schema = self.config.schema.quoted();
+        // Another process may have migrated while this one waited for the lock.
+        if self.schema_version(&*tx).await? >= SCHEMA_VERSION {
+            return Ok(());
+        }
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema};"
         ))
@@ -370,8 +388,29 @@ impl PgEventStore {
             .await
             .map_err(Error::db(CONTEXT))?;
         tx.commit().await.map_err(Error::db(CONTEXT))?;
-        debug!(schema = self.schema(), "migrated");
+        debug!(schema = self.schema(), version = SCHEMA_VERSION, "migrated");
         Ok(())
+    }
+
+    /// The version recorded in the schema, 0 when there is none (no schema, or one that predates
+    /// versions).
+    async fn schema_version<C: GenericClient>(&self, client: &C) -> Result<i32> {
+        const CONTEXT: &str = "reading the schema version";
+        let table = format!("{}.schema_version", self.config.schema.quoted());
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(Error::db(CONTEXT))?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        let version: Option<i32> = client
+            .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+            .await
+            .map_err(Error::db(CONTEXT))?
+            .get(0);
+        Ok(version.unwrap_or(0))
     }
 
     /// Like [`EventStore::read`], on a client or transaction of the caller: inside a
@@ -754,4 +793,16 @@ fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
         },
         occurred_at: row.try_get(first + 6).map_err(fail)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ddl_records_the_schema_version_migrate_expects() {
+        let insert = format!(
+            "INSERT INTO schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING;",
+            super::SCHEMA_VERSION
+        );
+        assert!(super::EVENTS_DDL.contains(&insert));
+    }
 }
