@@ -263,7 +263,7 @@ const DECIDERS: usize = 4;
 const NOISE_WRITERS: usize = 2;
 const DECISIONS: usize = 2_000;
 const EPOCH: usize = 40;
-const RACE_LIMIT: Duration = Duration::from_secs(90);
+const RACE_LIMIT: Duration = Duration::from_secs(240);
 
 fn shared(epoch: usize) -> String {
     format!("shared:{epoch}")
