@@ -211,6 +211,11 @@ fn transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// A driver error as [`Driver`] shows it, e.g. for the message of an [`Error::Decode`].
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    Driver(e).to_string()
+}
+
 /// A driver error as an operator wants to read it: the server's severity, message, SQLSTATE and
 /// detail, or the driver's error and its cause.
 struct Driver<'a>(&'a tokio_postgres::Error);

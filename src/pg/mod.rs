@@ -12,7 +12,7 @@ use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use tracing::debug;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, describe};
 use connection::Lent;
 
 mod connection;
@@ -738,14 +738,14 @@ async fn read_seen<C: GenericClient>(
     let (mut snapshot, mut events) = (None, Vec::new());
     while let Some(row) = rows.try_next().await.map_err(&failed)? {
         if snapshot.is_none() {
-            let text: &str = row.try_get(0).map_err(|e| undecodable(e.to_string()))?;
+            let text: &str = row.try_get(0).map_err(|e| undecodable(describe(&e)))?;
             snapshot = Some(
                 PgSnapshot::parse(text)
                     .ok_or_else(|| undecodable(format!("unexpected snapshot {text:?}")))?,
             );
         }
         // The one row of a read that matched nothing has no event.
-        let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(e.to_string()))?;
+        let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(describe(&e)))?;
         if position.is_some() {
             events.push(decode_at(&row, 1)?);
         }
@@ -775,12 +775,13 @@ fn decode(row: &Row) -> Result<SequencedEvent> {
 fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
     let position: i64 = row.try_get(first).map_err(|e| Error::Decode {
         position: 0,
-        message: e.to_string(),
+        message: describe(&e),
     })?;
     let position = position as u64;
+    // The driver's error and its cause (e.g. what serde_json could not read).
     let fail = |e: tokio_postgres::Error| Error::Decode {
         position,
-        message: e.to_string(),
+        message: describe(&e),
     };
     Ok(SequencedEvent {
         position,
