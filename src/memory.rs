@@ -213,6 +213,18 @@ impl MemoryEventStore {
         (events, head)
     }
 
+    /// A read, checked, with the head it saw as its snapshot.
+    fn read_now(&self, query: Query, options: ReadOptions) -> Result<ReadResult> {
+        check_read(&query, &options)?;
+        let (events, head) = self.select(&query, &options);
+        Ok(ReadResult::new(
+            events,
+            query,
+            options,
+            ReadSnapshot::memory(head),
+        ))
+    }
+
     fn append_now(
         &self,
         events: Vec<Event>,
@@ -273,13 +285,10 @@ impl EventStore for MemoryEventStore {
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
         // Like PostgreSQL's, the read happens when the stream is first polled.
         let (store, query) = (self.clone(), query.clone());
-        stream::once(async move {
-            check_read(&query, &options)?;
-            let (events, _) = store.select(&query, &options);
-            Ok::<_, Error>(stream::iter(events.into_iter().map(Ok)))
-        })
-        .try_flatten()
-        .boxed()
+        stream::once(async move { store.read_now(query, options) })
+            .map_ok(|read| stream::iter(read.into_events().into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
     }
 
     fn read(
@@ -288,16 +297,7 @@ impl EventStore for MemoryEventStore {
         options: ReadOptions,
     ) -> impl Future<Output = Result<ReadResult>> + Send {
         let (store, query) = (self.clone(), query.clone());
-        async move {
-            check_read(&query, &options)?;
-            let (events, head) = store.select(&query, &options);
-            Ok(ReadResult::new(
-                events,
-                query,
-                options,
-                ReadSnapshot::memory(head),
-            ))
-        }
+        async move { store.read_now(query, options) }
     }
 
     fn append(

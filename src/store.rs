@@ -185,12 +185,12 @@ pub(crate) fn replay_or_duplicate<'a>(
     stored: impl Fn(&Uuid) -> Option<(u64, &'a Event)>,
 ) -> Result<AppendResult> {
     let found: Vec<Option<(u64, &Event)>> = events.iter().map(|e| stored(&e.id)).collect();
-    if let Some(i) = found.iter().position(Option::is_none) {
+    if found.iter().any(Option::is_none) {
         let event_id = events
             .iter()
             .zip(&found)
             .find_map(|(e, f)| f.map(|_| e.id))
-            .unwrap_or(events[i].id);
+            .expect("some id is stored");
         return Err(Error::DuplicateEventId { event_id });
     }
     let mut positions = Vec::with_capacity(events.len());
