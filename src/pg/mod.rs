@@ -342,8 +342,8 @@ impl PgEventStore {
 
     /// Creates or updates the schema, the events table and its indexes: the SQL of
     /// `initdb/02_events.sql`, run in this store's schema. Safe to call from every process at
-    /// start: when the schema is current (its `schema_version` table says so) it runs one query
-    /// and takes no lock; otherwise concurrent calls take turns (an advisory lock) and the DDL
+    /// start: when the schema is current (its `schema_version` table says so) it runs two small
+    /// catalog-sized queries and takes no lock; otherwise concurrent calls take turns (an advisory lock) and the DDL
     /// waits at most [`PgEventStore::lock_timeout`] for each table lock it needs.
     ///
     /// # Errors
@@ -354,7 +354,7 @@ impl PgEventStore {
     /// ```no_run
     /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
     /// store.migrate().await?;
-    /// store.migrate().await?; // one query the second time
+    /// store.migrate().await?; // reads the version and returns the second time
     /// # Ok(())
     /// # }
     /// ```
@@ -438,7 +438,8 @@ impl PgEventStore {
         query: &Query,
         options: ReadOptions,
     ) -> Result<ReadResult> {
-        read_seen(client, query, options, &self.config.schema).await
+        let statement = self.compile_read_seen(query, &options)?;
+        read_seen(client, &statement, query.clone(), options).await
     }
 
     /// Like [`EventStore::append`], inside the caller's transaction, so that e.g. a read model
@@ -493,6 +494,16 @@ impl PgEventStore {
         Ok(sql::select_events(&self.config.schema, query, options)?)
     }
 
+    /// A decision's read, checked and compiled: [`sql::select_events_seen`].
+    fn compile_read_seen(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
+        check_read(query, options)?;
+        Ok(sql::select_events_seen(
+            &self.config.schema,
+            query,
+            options,
+        )?)
+    }
+
     fn prepare_append(
         &self,
         events: Vec<Event>,
@@ -529,10 +540,13 @@ impl EventStore for PgEventStore {
         query: &Query,
         options: ReadOptions,
     ) -> impl Future<Output = Result<ReadResult>> + Send {
-        let (pool, query, schema) = (self.pool.clone(), query.clone(), self.config.clone());
+        // Checked before a connection is taken: bad input takes none.
+        let statement = self.compile_read_seen(query, &options);
+        let (pool, query) = (self.pool.clone(), query.clone());
         async move {
+            let statement = statement?;
             let client = Lent::take(&pool).await?;
-            let read = read_seen(&***client, &query, options, &schema.schema).await?;
+            let read = read_seen(&***client, &statement, query, options).await?;
             client.release();
             Ok(read)
         }
@@ -715,15 +729,14 @@ impl PreparedAppend {
     }
 }
 
-/// A decision's read: the events with the snapshot the read statement ran in.
+/// A decision's read (`statement`, from [`PgEventStore::compile_read_seen`]): the events with the
+/// snapshot the read statement ran in.
 async fn read_seen<C: GenericClient>(
     client: &C,
-    query: &Query,
+    statement: &Statement,
+    query: Query,
     options: ReadOptions,
-    schema: &SchemaName,
 ) -> Result<ReadResult> {
-    check_read(query, &options)?;
-    let statement = sql::select_events_seen(schema, query, &options)?;
     let failed = Error::db("reading events");
     let rows = client
         .query_typed_raw(&statement.sql, statement.params())
@@ -761,7 +774,7 @@ async fn read_seen<C: GenericClient>(
     }
     Ok(ReadResult::new(
         events,
-        query.clone(),
+        query,
         options,
         ReadSnapshot::postgres(snapshot),
     ))
