@@ -544,6 +544,16 @@ mod tests {
         )
     }
 
+    /// The append of one event guarded by `query`, `after` and `snapshot`.
+    fn guarded(query: &Query, after: Option<i64>, snapshot: Option<&PgSnapshot>) -> Statement {
+        let guard = Guard {
+            query,
+            after,
+            snapshot,
+        };
+        insert_events(&schema(), &[Event::new("A", json!({}))], Some(guard))
+    }
+
     #[test]
     fn unconditional_append_inserts_unless_an_id_is_stored() {
         let s = insert_events(&schema(), &[Event::new("A", json!({}))], None);
@@ -555,15 +565,7 @@ mod tests {
     #[test]
     fn guarded_append_is_one_cte_guarded_statement() {
         let query = Query::from(QueryItem::types(["A"]).tags(["t:1"]));
-        let s = insert_events(
-            &schema(),
-            &[Event::new("A", json!({}))],
-            Some(Guard {
-                query: &query,
-                after: Some(42),
-                snapshot: None,
-            }),
-        );
+        let s = guarded(&query, Some(42), None);
         assert_eq!(
             s.sql,
             append_sql(
@@ -575,15 +577,7 @@ mod tests {
 
     #[test]
     fn guard_without_after_looks_at_every_matching_event() {
-        let s = insert_events(
-            &schema(),
-            &[Event::new("A", json!({}))],
-            Some(Guard {
-                query: &Query::all(),
-                after: None,
-                snapshot: None,
-            }),
-        );
+        let s = guarded(&Query::all(), None, None);
         assert_eq!(
             s.sql,
             append_sql(
@@ -597,15 +591,7 @@ mod tests {
     fn guard_with_a_snapshot_also_fails_for_what_the_read_could_not_see() {
         let query = Query::from(QueryItem::tagged(["t:1"]));
         let snapshot = PgSnapshot::parse("100:105:101,103").unwrap();
-        let s = insert_events(
-            &schema(),
-            &[Event::new("A", json!({}))],
-            Some(Guard {
-                query: &query,
-                after: Some(42),
-                snapshot: Some(&snapshot),
-            }),
-        );
+        let s = guarded(&query, Some(42), Some(&snapshot));
         assert_eq!(
             s.sql,
             append_sql(
