@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Scenarios: `raw-insert` (the baseline), `append-unguarded`, `append-disjoint`, `append-hot`,
-//! `append-mixed`, `guard-latency`, `read-throughput`, or `all`. Options: `--writers` (a list),
+//! `append-mixed`, `beside-bulk`, `guard-latency`, `read-throughput`, or `all`. Options: `--writers` (a list),
 //! `--seconds` (per measurement, default 10), `--events` (events loaded before the append
 //! scenarios, default 100000), `--json` (one JSON object per result line), `--quick` (tiny sizes
 //! and 1 s runs: checks that everything runs), `--ten-million` (guard-latency also at 10M events).
@@ -31,6 +31,8 @@ use tokio::sync::Barrier;
 const LOAD_SQL: &str = include_str!("load.sql");
 const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
 const BIG_BOUNDARY: u64 = 10_000;
+/// Events per batch of the bulk writer in beside-bulk: each brings four lock keys of its own.
+const BULK_BATCH: u64 = 100;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,17 +43,19 @@ enum Scenario {
     AppendDisjoint,
     AppendHot,
     AppendMixed,
+    BesideBulk,
     GuardLatency,
     ReadThroughput,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::RawInsert,
         Scenario::AppendUnguarded,
         Scenario::AppendDisjoint,
         Scenario::AppendHot,
         Scenario::AppendMixed,
+        Scenario::BesideBulk,
         Scenario::GuardLatency,
         Scenario::ReadThroughput,
     ];
@@ -63,6 +67,7 @@ impl Scenario {
             Scenario::AppendDisjoint => "append-disjoint",
             Scenario::AppendHot => "append-hot",
             Scenario::AppendMixed => "append-mixed",
+            Scenario::BesideBulk => "beside-bulk",
             Scenario::GuardLatency => "guard-latency",
             Scenario::ReadThroughput => "read-throughput",
         }
@@ -490,7 +495,8 @@ impl Bench {
             Scenario::RawInsert => self.raw_insert(writers).await?,
             // Boxed: append-hot itself asks for its one-writer baseline.
             Scenario::AppendHot => Box::pin(self.append_hot(writers)).await?,
-            _ => unreachable!("only raw-insert and append-hot are baselines"),
+            Scenario::AppendDisjoint => Box::pin(self.append_disjoint(writers)).await?,
+            _ => unreachable!("only raw-insert, append-disjoint and append-hot are baselines"),
         };
         eprintln!(
             "  (baseline measured now: {} at {} writers)",
@@ -537,12 +543,26 @@ impl Bench {
     /// position (no one else writes there), so no read is needed.
     async fn append_disjoint(&mut self, writers: usize) -> Result<Report, BoxError> {
         let (store, in_store) = self.contention_store(writers).await?;
-        let run = self.run.clone();
+        let measured = self.disjoint_guarded(&store, writers, "d").await?;
+        let report = measured.report(Scenario::AppendDisjoint, writers, in_store);
+        self.baselines
+            .insert((Scenario::AppendDisjoint, writers), report.appends_per_s);
+        self.against_raw(report).await
+    }
+
+    /// `writers` guarded appends on boundaries of their own (prefixed `prefix`), measured.
+    async fn disjoint_guarded(
+        &self,
+        store: &PgEventStore,
+        writers: usize,
+        prefix: &str,
+    ) -> Result<Measured, BoxError> {
+        let (store, run, prefix) = (store.clone(), self.run.clone(), prefix.to_string());
         let last: Arc<Vec<std::sync::Mutex<Option<u64>>>> =
             Arc::new((0..writers).map(|_| std::sync::Mutex::new(None)).collect());
-        let measured = measure(writers, self.duration(), move |w, i| {
+        measure(writers, self.duration(), move |w, i| {
             let (store, last) = (store.clone(), last.clone());
-            let course = format!("d{run}-{writers}-{w}");
+            let course = format!("{prefix}{run}-{writers}-{w}");
             async move {
                 let after = *last[w].lock().expect("not poisoned");
                 let query = Query::from(QueryItem::tagged([format!("course:{course}")]));
@@ -554,9 +574,44 @@ impl Bench {
                 Ok(ONE_APPENDED)
             }
         })
-        .await?;
-        self.against_raw(measured.report(Scenario::AppendDisjoint, writers, in_store))
-            .await
+        .await
+    }
+
+    /// Disjoint guarded appends while one more connection keeps appending bulk batches
+    /// ([`BULK_BATCH`] events, each with tags of its own, so far more lock keys than one append
+    /// takes one by one). Compared with append-disjoint at the same writer count: how much of the
+    /// store a bulk writer holds up while it commits.
+    async fn beside_bulk(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let baseline = self.baseline(Scenario::AppendDisjoint, writers).await?;
+        let (store, in_store) = self.contention_store(writers + 1).await?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bulk = {
+            let (store, stop, run) = (store.clone(), stop.clone(), self.run.clone());
+            tokio::spawn(async move {
+                let (mut batches, mut busy) = (0u64, Duration::ZERO);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch: Vec<Event> = (0..BULK_BATCH)
+                        .map(|i| {
+                            let id = format!("bulk{run}-{writers}-{batches}-{i}");
+                            event("Imported", &id, &id, i)
+                        })
+                        .collect();
+                    let t0 = Instant::now();
+                    store.append(batch, None).await?;
+                    busy += t0.elapsed();
+                    batches += 1;
+                }
+                Ok::<_, BoxError>((batches, busy))
+            })
+        };
+        let measured = self.disjoint_guarded(&store, writers, "bb").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (batches, busy) = bulk.await??;
+        let mut report = measured?.report(Scenario::BesideBulk, writers, in_store);
+        let bulk_ms = busy.as_secs_f64() * 1000.0 / batches.max(1) as f64;
+        report.extra.push(("bulk_batches", json!(batches)));
+        report.extra.push(("bulk_ms", json!(round(bulk_ms, 1))));
+        Ok(Self::with_ratio(report, baseline))
     }
 
     /// Every writer on one boundary: read, decide the next sequence number, append guarded,
@@ -917,6 +972,7 @@ async fn main() -> Result<(), BoxError> {
                         Scenario::AppendDisjoint => bench.append_disjoint(writers).await?,
                         Scenario::AppendHot => bench.append_hot(writers).await?,
                         Scenario::AppendMixed => bench.append_mixed(writers).await?,
+                        Scenario::BesideBulk => bench.beside_bulk(writers).await?,
                         _ => unreachable!(),
                     };
                     report.print(json_lines);
