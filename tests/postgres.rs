@@ -425,3 +425,63 @@ async fn migrate_upgrades_a_schema_that_predates_versions() {
     };
     assert_eq!((version, index), (1, true));
 }
+
+/// An append whose events bring more lock keys than one append may take locks buckets of keys
+/// instead of the whole store: while it is uncommitted, a guard on one of its tags waits for it
+/// (and then fails its condition), while unguarded appends and most guards elsewhere proceed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_append_holds_up_the_guards_on_its_keys_not_the_store() {
+    let store = common::store_with_pool(2)
+        .await
+        .with_lock_timeout(Duration::from_millis(200));
+    let holder = common::store_with_pool_in(1, store.schema()).await;
+    let mut client = holder.pool().get().await.unwrap();
+    let open = client.transaction().await.unwrap();
+    let tags: Vec<String> = (0..70).map(|i| format!("wide:{i}")).collect();
+    let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+    holder
+        .append_in(&open, [event("Wide", &tag_refs, json!({}))], None)
+        .await
+        .unwrap();
+    let guarded = |store: &dcbstore::PgEventStore, tag: &str| {
+        let claim = event("Claimed", &[tag], json!({}));
+        let query = Query::from(QueryItem::tagged([tag.to_string()]));
+        let store = store.clone();
+        async move {
+            store
+                .append([claim], Some(AppendCondition::new(query, None)))
+                .await
+        }
+    };
+
+    // Every one of its tags is covered, by its key or by its bucket.
+    let impatient = store.clone().with_lock_timeout(Duration::from_millis(20));
+    for tag in &tags {
+        let err = guarded(&impatient, tag).await.unwrap_err();
+        assert_eq!(
+            err.sql_state().map(|s| s.code()),
+            Some("55P03"),
+            "{tag}: {err}"
+        );
+    }
+    // Unguarded appends never wait for it; guards on other keys mostly do not.
+    store
+        .append([event("Elsewhere", &["other:x"], json!({}))], None)
+        .await
+        .unwrap();
+    let mut free = 0;
+    for i in 0..12 {
+        match guarded(&store, &format!("free:{i}")).await {
+            Ok(_) => free += 1,
+            Err(e) => assert_eq!(e.sql_state().map(|s| s.code()), Some("55P03"), "{e}"),
+        }
+    }
+    assert!(
+        free >= 8,
+        "only {free} of 12 guards on other tags went ahead"
+    );
+
+    open.commit().await.unwrap();
+    let err = guarded(&store, "wide:33").await.unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+}

@@ -199,6 +199,71 @@ async fn type_only_and_tag_only_conditions_exclude_each_other(
     }
 }
 
+/// (c') Half the writers append, unguarded, one event with 200 tags (far more lock keys than one
+/// append takes, so the store locks buckets of keys for it) that carries the round's tag; the
+/// other half read that tag's events and record, guarded by their read, how many they saw. The
+/// log must agree with every record: exactly that many tagged events precede it.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guard_sees_every_event_of_an_oversized_append_before_it(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    const ROUNDS: usize = 12;
+    let store = AnyStore::new(backend).await;
+    for round in 0..ROUNDS {
+        let tag = format!("slot:{round}");
+        race(&store, |store, writer, barrier| {
+            let tag = tag.clone();
+            async move {
+                barrier.wait().await;
+                if writer % 2 == 0 {
+                    let mut tags: Vec<String> = (0..200)
+                        .map(|i| format!("many:{round}:{writer}:{i}"))
+                        .collect();
+                    tags.push(tag);
+                    let wide = Event::new("Imported", json!({})).with_tags(tags);
+                    store.append([wide], None).await.unwrap();
+                    return;
+                }
+                let query = Query::from(QueryItem::tagged([tag]));
+                loop {
+                    let read = store.read(&query, ReadOptions::default()).await.unwrap();
+                    let seen = Event::new("Counted", json!({"seen": read.len()}))
+                        .with_tags([format!("count:{round}:{writer}")]);
+                    let condition = read.append_condition().unwrap();
+                    match store.append([seen], Some(condition)).await {
+                        Ok(_) => return,
+                        Err(e) if e.is_append_condition_failed() => continue,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            }
+        })
+        .await;
+        let log = store.all_events().await;
+        let tagged_before = |position: u64| {
+            log.iter()
+                .filter(|e| e.position < position && e.has_tag(&tag))
+                .count()
+        };
+        let counts: Vec<_> = log
+            .iter()
+            .filter(|e| {
+                e.event_type == "Counted" && e.tags[0].starts_with(&format!("count:{round}:"))
+            })
+            .collect();
+        assert_eq!(counts.len(), WRITERS / 2, "round {round}");
+        for c in counts {
+            assert_eq!(
+                c.payload["seen"],
+                json!(tagged_before(c.position)),
+                "round {round}: a guard missed an event before it at position {}",
+                c.position
+            );
+        }
+    }
+}
+
 /// (d) A payload-keyed condition against writers whose events carry no tags: the lending rule
 /// "a copy is lent to one reader at a time" with the book identified only in the payload.
 #[rstest]
