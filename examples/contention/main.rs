@@ -33,6 +33,8 @@ const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
 const BIG_BOUNDARY: u64 = 10_000;
 /// Events per batch of the bulk writer in beside-bulk: each brings four lock keys of its own.
 const BULK_BATCH: u64 = 100;
+/// Tags of the one event of the wide writer in beside-bulk.
+const WIDE_TAGS: u64 = 70;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -577,41 +579,69 @@ impl Bench {
         .await
     }
 
-    /// Disjoint guarded appends while one more connection keeps appending bulk batches
-    /// ([`BULK_BATCH`] events, each with tags of its own, so far more lock keys than one append
-    /// takes one by one). Compared with append-disjoint at the same writer count: how much of the
-    /// store a bulk writer holds up while it commits.
-    async fn beside_bulk(&mut self, writers: usize) -> Result<Report, BoxError> {
+    /// Disjoint guarded appends while one more connection keeps appending oversized appends, far
+    /// more lock keys than one append takes one by one: batches of [`BULK_BATCH`] events with
+    /// tags of their own, then single events with [`WIDE_TAGS`] tags. Compared with
+    /// append-disjoint at the same writer count: how much of the store such a writer holds up.
+    async fn beside_bulk(&mut self, writers: usize) -> Result<Vec<Report>, BoxError> {
         let baseline = self.baseline(Scenario::AppendDisjoint, writers).await?;
+        let mut reports = Vec::new();
+        for wide in [false, true] {
+            let run = self.run.clone();
+            let bulk = move |n: u64| -> Vec<Event> {
+                if wide {
+                    let tags = (0..WIDE_TAGS).map(|t| format!("wide{run}-{writers}-{n}-{t}"));
+                    vec![Event::new("Imported", json!({})).with_tags(tags)]
+                } else {
+                    let id = |i| format!("bulk{run}-{writers}-{n}-{i}");
+                    (0..BULK_BATCH)
+                        .map(|i| event("Imported", &id(i), &id(i), i))
+                        .collect()
+                }
+            };
+            let prefix = if wide { "bw" } else { "bb" };
+            let mut report = self.beside(writers, prefix, bulk).await?;
+            report.extra.insert(
+                0,
+                ("bulk", json!(if wide { "1x70tags" } else { "100x2tags" })),
+            );
+            reports.push(Self::with_ratio(report, baseline));
+        }
+        Ok(reports)
+    }
+
+    /// Disjoint guarded appends (on boundaries named `prefix`…) beside one writer that keeps
+    /// appending `bulk(n)`, its n-th append.
+    async fn beside(
+        &mut self,
+        writers: usize,
+        prefix: &str,
+        bulk: impl Fn(u64) -> Vec<Event> + Send + 'static,
+    ) -> Result<Report, BoxError> {
         let (store, in_store) = self.contention_store(writers + 1).await?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let bulk = {
-            let (store, stop, run) = (store.clone(), stop.clone(), self.run.clone());
+            let (store, stop) = (store.clone(), stop.clone());
             tokio::spawn(async move {
-                let (mut batches, mut busy) = (0u64, Duration::ZERO);
+                let (mut appends, mut busy) = (0u64, Duration::ZERO);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let batch: Vec<Event> = (0..BULK_BATCH)
-                        .map(|i| {
-                            let id = format!("bulk{run}-{writers}-{batches}-{i}");
-                            event("Imported", &id, &id, i)
-                        })
-                        .collect();
+                    let batch = bulk(appends);
                     let t0 = Instant::now();
                     store.append(batch, None).await?;
                     busy += t0.elapsed();
-                    batches += 1;
+                    appends += 1;
                 }
-                Ok::<_, BoxError>((batches, busy))
+                Ok::<_, BoxError>((appends, busy))
             })
         };
-        let measured = self.disjoint_guarded(&store, writers, "bb").await;
+        let measured = self.disjoint_guarded(&store, writers, prefix).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (batches, busy) = bulk.await??;
+        let (appends, busy) = bulk.await??;
         let mut report = measured?.report(Scenario::BesideBulk, writers, in_store);
-        let bulk_ms = busy.as_secs_f64() * 1000.0 / batches.max(1) as f64;
-        report.extra.push(("bulk_batches", json!(batches)));
+        let bulk_ms = busy.as_secs_f64() * 1000.0 / appends.max(1) as f64;
+        report.extra.push(("bulk_appends", json!(appends)));
         report.extra.push(("bulk_ms", json!(round(bulk_ms, 1))));
-        Ok(Self::with_ratio(report, baseline))
+        Ok(report)
     }
 
     /// Every writer on one boundary: read, decide the next sequence number, append guarded,
@@ -964,6 +994,13 @@ async fn main() -> Result<(), BoxError> {
                     r.print(json_lines);
                 }
             }
+            Scenario::BesideBulk => {
+                for writers in bench.args.writers.clone() {
+                    for r in bench.beside_bulk(writers).await? {
+                        r.print(json_lines);
+                    }
+                }
+            }
             _ => {
                 for writers in bench.args.writers.clone() {
                     let report = match scenario {
@@ -972,7 +1009,6 @@ async fn main() -> Result<(), BoxError> {
                         Scenario::AppendDisjoint => bench.append_disjoint(writers).await?,
                         Scenario::AppendHot => bench.append_hot(writers).await?,
                         Scenario::AppendMixed => bench.append_mixed(writers).await?,
-                        Scenario::BesideBulk => bench.beside_bulk(writers).await?,
                         _ => unreachable!(),
                     };
                     report.print(json_lines);
