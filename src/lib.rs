@@ -24,8 +24,8 @@ pub use event::{Event, SequencedEvent};
 pub use jsonb::jsonb_contains;
 pub use memory::MemoryEventStore;
 pub use pg::{
-    DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BATCH_SIZE, DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA,
-    DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
+    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_GROUP_SIZE,
+    DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
 };
 pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
 pub use snapshot::ReadSnapshot;

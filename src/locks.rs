@@ -130,6 +130,27 @@ impl LockPlan {
     }
 }
 
+impl LockPlan {
+    /// The locks of several appends taken at once: every key, exclusive where any takes it so.
+    pub(crate) fn union<'a>(plans: impl Iterator<Item = &'a LockPlan>) -> LockPlan {
+        let mut modes: BTreeMap<i64, bool> = BTreeMap::new();
+        for plan in plans {
+            for (key, exclusive) in plan.keys.iter().zip(&plan.exclusive) {
+                *modes.entry(*key).or_insert(*exclusive) |= *exclusive;
+            }
+        }
+        LockPlan {
+            keys: modes.keys().copied().collect(),
+            exclusive: modes.values().copied().collect(),
+        }
+    }
+
+    /// How many keys the plan locks.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
 /// A writer's lock: one key shared, or a whole bucket exclusively.
 #[derive(Debug, PartialEq, Eq)]
 enum Fitted {

@@ -8,10 +8,12 @@
 //! ```
 //!
 //! Scenarios: `raw-insert` (the baseline), `append-unguarded`, `append-disjoint`, `append-hot`,
-//! `append-mixed`, `beside-bulk`, `guard-latency`, `read-throughput`, or `all`. Options: `--writers` (a list),
-//! `--seconds` (per measurement, default 10), `--events` (events loaded before the append
-//! scenarios, default 100000), `--json` (one JSON object per result line), `--quick` (tiny sizes
-//! and 1 s runs: checks that everything runs), `--ten-million` (guard-latency also at 10M events).
+//! `append-mixed`, `beside-bulk`, `guard-latency`, `read-throughput`, or `all`. Options:
+//! `--writers` (a list), `--seconds` (per measurement, default 10), `--events` (events loaded
+//! before the append scenarios, default 100000), `--group N` and `--in-flight N` (group commit:
+//! appends per transaction, 1 for none, and groups in flight; the store's defaults otherwise),
+//! `--json` (one JSON object per result line), `--quick` (tiny sizes and 1 s runs: checks that
+//! everything runs), `--ten-million` (guard-latency also at 10M events).
 //!
 //! The data lives in the schemas `bench_contention`, `bench_raw` and `bench_guard`, which the
 //! runner drops and recreates. fsync stays as the server has it (on by default).
@@ -85,12 +87,14 @@ struct Args {
     json: bool,
     quick: bool,
     ten_million: bool,
+    /// Group commit: the most appends per transaction and the groups in flight.
+    group: (usize, usize),
 }
 
 fn usage() -> String {
     let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
     format!(
-        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--json] [--quick] [--ten-million]",
+        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--json] [--quick] [--ten-million]",
         names.join("|")
     )
 }
@@ -116,6 +120,10 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         quick: false,
         ten_million: false,
+        group: (
+            dcbstore::DEFAULT_MAX_GROUP_SIZE,
+            dcbstore::DEFAULT_GROUPS_IN_FLIGHT,
+        ),
     };
     let mut writers_given = false;
     while let Some(flag) = args.next() {
@@ -134,6 +142,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--seconds" => parsed.seconds = value()?.parse().map_err(|_| "bad --seconds")?,
             "--events" => parsed.events = value()?.parse().map_err(|_| "bad --events")?,
+            "--group" => parsed.group.0 = value()?.parse().map_err(|_| "bad --group")?,
+            "--in-flight" => parsed.group.1 = value()?.parse().map_err(|_| "bad --in-flight")?,
             "--json" => parsed.json = true,
             "--quick" => parsed.quick = true,
             "--ten-million" => parsed.ten_million = true,
@@ -366,8 +376,16 @@ async fn fresh_store(url: &str, schema: &str, pool_size: usize) -> Result<PgEven
 }
 
 /// The same store (and data) behind a pool of `size` connections.
-fn resized(url: &str, store: &PgEventStore, size: usize) -> Result<PgEventStore, BoxError> {
-    Ok(PgEventStore::from_pool(pool(url, size)?).with_schema(store.schema())?)
+fn resized(
+    url: &str,
+    store: &PgEventStore,
+    size: usize,
+    (group, in_flight): (usize, usize),
+) -> Result<PgEventStore, BoxError> {
+    Ok(PgEventStore::from_pool(pool(url, size)?)
+        .with_schema(store.schema())?
+        .with_max_group_size(group)
+        .with_groups_in_flight(in_flight))
 }
 
 /// Loads events `from..=to` with `load.sql`; large loads drop the secondary indexes first and
@@ -447,7 +465,7 @@ impl Bench {
 
     /// The contention store behind a pool of one connection per writer, and its size now.
     async fn contention_store(&self, writers: usize) -> Result<(PgEventStore, u64), BoxError> {
-        let store = resized(&self.url, &self.contention, writers)?;
+        let store = resized(&self.url, &self.contention, writers, self.args.group)?;
         let in_store = Self::head(&store).await?;
         Ok((store, in_store))
     }
@@ -457,7 +475,7 @@ impl Bench {
     }
 
     async fn raw_insert(&mut self, writers: usize) -> Result<Report, BoxError> {
-        let raw = resized(&self.url, &self.raw, writers)?;
+        let raw = resized(&self.url, &self.raw, writers, self.args.group)?;
         let in_store = Self::head(&raw).await?;
         let sql = format!(
             "INSERT INTO \"{}\".events (event_id, event_type, tags, payload) VALUES ($1, $2, $3, $4)",

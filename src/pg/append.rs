@@ -11,12 +11,15 @@ use uuid::Uuid;
 use super::MAX_CACHED_STATEMENTS;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::locks::LockPlan;
 use crate::sql::Statement;
 use crate::store::{AppendResult, replay_or_duplicate};
 
 /// An append checked and compiled, ready to run in a transaction.
 pub(super) struct PreparedAppend {
     pub(super) events: Vec<Event>,
+    /// The advisory locks it takes, and the statement that takes them.
+    pub(super) locks: LockPlan,
     pub(super) lock: Statement,
     pub(super) insert: Statement,
     /// `Some` when guarded: the condition's `after`.
@@ -78,7 +81,7 @@ impl PreparedAppend {
     }
 
     /// The rows the insert returned, or the error of the first statement that failed.
-    fn finish(
+    pub(super) fn finish(
         &self,
         locked: Result<Vec<Row>, tokio_postgres::Error>,
         inserted: Result<Vec<Row>, tokio_postgres::Error>,
@@ -88,7 +91,7 @@ impl PreparedAppend {
     }
 
     /// What the insert's rows say: written, replayed, duplicate, or a failed condition.
-    fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
+    pub(super) fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
         let mut written = Vec::with_capacity(self.events.len());
         let mut stored = HashMap::new();
         let decode = Error::db("reading the written positions");
@@ -123,7 +126,7 @@ impl PreparedAppend {
         Ok(AppendResult::new(written))
     }
 
-    fn insert_error(&self, e: tokio_postgres::Error) -> Error {
+    pub(super) fn insert_error(&self, e: tokio_postgres::Error) -> Error {
         if let Some(db) = e.as_db_error()
             && *db.code() == SqlState::UNIQUE_VIOLATION
             && db.constraint() == Some("events_event_id_key")

@@ -14,6 +14,7 @@ use connection::Lent;
 
 mod append;
 mod connection;
+mod group;
 use crate::event::{Event, SequencedEvent};
 use crate::locks::LockPlan;
 use crate::query::{AppendCondition, Query, ReadOptions};
@@ -21,6 +22,7 @@ use crate::snapshot::{POSTGRES, PgSnapshot, ReadSnapshot, Snapshot};
 use crate::sql::{self, Guard, SchemaName, Statement};
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
 use append::PreparedAppend;
+use group::GroupCommit;
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "dcbstore";
@@ -36,6 +38,14 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long [`PgEventStore::connect`]'s pool waits for a free connection, and for a new one to
 /// open.
 pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most appends one transaction groups unless told otherwise
+/// ([`PgEventStore::with_max_group_size`]).
+pub const DEFAULT_MAX_GROUP_SIZE: usize = 16;
+
+/// How many grouped transactions run at a time unless told otherwise
+/// ([`PgEventStore::with_groups_in_flight`]).
+pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 4;
 
 /// The most events one append accepts unless told otherwise.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
@@ -83,6 +93,8 @@ const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 pub struct PgEventStore {
     pool: Pool,
     config: Arc<Config>,
+    /// The appends of this configuration waiting to share a transaction.
+    group: Arc<GroupCommit>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,15 +201,83 @@ impl PgEventStore {
                 DEFAULT_LOCK_TIMEOUT,
                 DEFAULT_STATEMENT_TIMEOUT,
             )),
+            group: Arc::new(GroupCommit::new(
+                DEFAULT_MAX_GROUP_SIZE,
+                DEFAULT_GROUPS_IN_FLIGHT,
+            )),
         }
     }
 
     fn configured(self, change: impl FnOnce(&Config) -> Config) -> Self {
         let config = Arc::new(change(&self.config));
+        // A queue of its own: the appends of one group share one configuration.
+        let group = GroupCommit::new(self.group.max_appends(), self.group.in_flight());
         Self {
             pool: self.pool,
             config,
+            group: Arc::new(group),
         }
+    }
+
+    fn grouped(self, max_appends: usize, in_flight: usize) -> Self {
+        Self {
+            group: Arc::new(GroupCommit::new(max_appends, in_flight)),
+            ..self
+        }
+    }
+
+    /// The same store grouping up to `max` appends in one transaction (default
+    /// [`DEFAULT_MAX_GROUP_SIZE`]; 1 turns group commit off: each append then runs on the
+    /// caller's task in a transaction of its own). Appends that arrive while others are in
+    /// flight share the next transaction: one lock pass, one insert each, one `COMMIT`, one
+    /// round trip; an idle store runs an append at once. Each append keeps its own outcome.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// let store = store.with_max_group_size(32);
+    /// assert_eq!(store.max_group_size(), 32);
+    /// # }
+    /// ```
+    pub fn with_max_group_size(self, max: usize) -> Self {
+        let in_flight = self.group.in_flight();
+        self.grouped(max, in_flight)
+    }
+
+    /// The same store running at most `groups` grouped transactions at a time (default
+    /// [`DEFAULT_GROUPS_IN_FLIGHT`]), each on a connection of the pool. More groups in flight
+    /// means smaller groups.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// let store = store.with_groups_in_flight(8);
+    /// assert_eq!(store.groups_in_flight(), 8);
+    /// # }
+    /// ```
+    pub fn with_groups_in_flight(self, groups: usize) -> Self {
+        let max = self.group.max_appends();
+        self.grouped(max, groups)
+    }
+
+    /// The most appends one transaction groups.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// assert_eq!(store.max_group_size(), dcbstore::DEFAULT_MAX_GROUP_SIZE);
+    /// # }
+    /// ```
+    pub fn max_group_size(&self) -> usize {
+        self.group.max_appends()
+    }
+
+    /// How many grouped transactions run at a time.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// assert_eq!(store.groups_in_flight(), dcbstore::DEFAULT_GROUPS_IN_FLIGHT);
+    /// # }
+    /// ```
+    pub fn groups_in_flight(&self) -> usize {
+        self.group.in_flight()
     }
 
     /// The same store bounding how long an append waits for the locks of its boundary (default
@@ -522,6 +602,7 @@ impl PgEventStore {
         );
         Ok(PreparedAppend {
             lock: sql::lock_keys(&locks),
+            locks,
             insert: sql::insert_events(schema, &events, guard),
             after: condition.map(|c| c.after),
             begin: self.config.begin.clone(),
@@ -583,21 +664,8 @@ impl EventStore for PgEventStore {
         condition: Option<AppendCondition>,
     ) -> impl Future<Output = Result<AppendResult>> + Send {
         let prepared = self.prepare_append(events.into_iter().collect(), condition.as_ref());
-        let pool = self.pool.clone();
-        async move {
-            let prepared = prepared?;
-            let client = Lent::take(&pool).await?;
-            let outcome = match prepared.run_pooled(&client).await {
-                // The same ids were being appended concurrently (e.g. the first try of this very
-                // append, whose outcome the caller did not learn): now that it has committed,
-                // running again reports it as a replay.
-                Err(Error::DuplicateEventId { .. }) => prepared.run_pooled(&client).await,
-                outcome => outcome,
-            };
-            // Every pipelined statement has answered, whatever the outcome.
-            client.release();
-            outcome
-        }
+        let (pool, group) = (self.pool.clone(), self.group.clone());
+        async move { group.append(&pool, prepared?).await }
     }
 }
 
