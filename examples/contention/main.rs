@@ -743,7 +743,11 @@ impl Bench {
             sizes.push(10_000_000);
         }
         let iterations = if self.args.quick { 20 } else { 200 };
-        let store = fresh_store(&self.url, "bench_guard", 2).await?;
+        let (group, in_flight) = self.args.group;
+        let store = fresh_store(&self.url, "bench_guard", 2)
+            .await?
+            .with_max_group_size(group)
+            .with_groups_in_flight(in_flight);
         let mut reports = Vec::new();
         let mut baseline: HashMap<(&str, &str), f64> = HashMap::new();
         let mut loaded = 0;
