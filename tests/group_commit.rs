@@ -266,3 +266,63 @@ async fn a_database_error_in_a_group_fails_only_its_own_append() {
         assert_eq!(tags.iter().filter(|t| **t == tag).count(), 1, "{tag}");
     }
 }
+
+/// The unguarded appends of a group go in one statement, and each still gets its own outcome:
+/// new events written in order, a resent batch a replay at its original positions, a stored id
+/// with other content a conflict, a batch of which only some ids are stored a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unguarded_appends_of_a_group_keep_their_own_outcomes() {
+    let store = common::store_with_pool(4).await.with_groups_in_flight(1);
+    let stored = vec![
+        event("Stored", &["s"], json!({"n": 1})),
+        event("Stored", &["s"], json!({"n": 2})),
+    ];
+    let first = store.append(stored.clone(), None).await.unwrap();
+    let other_content = stored[0].clone().with_metadata(json!({"changed": true}));
+    let some_stored = vec![stored[1].clone(), event("New", &["s"], json!({}))];
+    let new = |n: usize| {
+        (0..n)
+            .map(|i| event("New", &["new"], json!({"i": i})))
+            .collect::<Vec<_>>()
+    };
+    let outcomes = one_group(
+        &store,
+        vec![
+            (new(3), None),
+            (stored.clone(), None),
+            (vec![other_content], None),
+            (some_stored, None),
+            (new(1), None),
+        ],
+    )
+    .await;
+    let written = outcomes[0].as_ref().unwrap();
+    assert!(!written.is_replay());
+    assert!(written.positions().windows(2).all(|w| w[0] < w[1]));
+    let replay = outcomes[1].as_ref().unwrap();
+    assert!(replay.is_replay());
+    assert_eq!(replay.positions(), first.positions());
+    assert!(
+        matches!(
+            outcomes[2],
+            Err(dcbstore::Error::IdempotencyConflict { .. })
+        ),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(
+        matches!(outcomes[3], Err(dcbstore::Error::DuplicateEventId { .. })),
+        "{:?}",
+        outcomes[3]
+    );
+    let last = outcomes[4].as_ref().unwrap();
+    let tx = tx_ids(&store).await;
+    assert_eq!(
+        tx[&written.positions()[0]],
+        tx[&last.positions()[0]],
+        "one transaction"
+    );
+    let log = common::all_events(&store).await;
+    // The two stored, the held group's first append, and the 3 + 1 new ones.
+    assert_eq!(log.len(), 2 + 1 + 4);
+}

@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::future::join_all;
+use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Transaction};
 use tracing::debug;
 use uuid::Uuid;
@@ -12,11 +15,14 @@ use super::MAX_CACHED_STATEMENTS;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::locks::LockPlan;
-use crate::sql::Statement;
+use crate::sql::{self, SchemaName, Statement};
 use crate::store::{AppendResult, replay_or_duplicate};
 
 /// An append checked and compiled, ready to run in a transaction.
 pub(super) struct PreparedAppend {
+    pub(super) schema: SchemaName,
+    /// Whether it has a condition.
+    pub(super) guarded: bool,
     pub(super) events: Vec<Event>,
     /// The advisory locks it takes, and the statement that takes them.
     pub(super) locks: LockPlan,
@@ -29,43 +35,14 @@ pub(super) struct PreparedAppend {
 }
 
 impl PreparedAppend {
-    /// Runs the append on a pooled connection, in a READ COMMITTED transaction of its own.
-    ///
-    /// `BEGIN`, the lock statement, the guarded insert and `COMMIT` are pipelined (one round
-    /// trip) but run one after the other, so the insert's snapshot is taken after every lock is
-    /// held: it sees every conflicting append that committed before, and every later one waits
-    /// for this transaction to end. When the guard finds a conflict the insert writes nothing and
-    /// `COMMIT` ends an empty transaction; when a statement fails, PostgreSQL turns the pipelined
-    /// `COMMIT` into a rollback. Both statements are prepared once per connection (parsed and
-    /// analysed once; PostgreSQL still plans the guard for the actual values, whose best plan
-    /// depends on them).
+    /// Runs the append on a pooled connection, in a READ COMMITTED transaction of its own
+    /// ([`run_transaction`]).
     pub(super) async fn run_pooled(
         &self,
         client: &deadpool_postgres::Client,
     ) -> Result<AppendResult> {
-        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-            client.statement_cache.clear();
-        }
-        let prepare = Error::db("preparing the append");
-        let lock = client
-            .prepare_typed_cached(&self.lock.sql, self.lock.types())
-            .await
-            .map_err(&prepare)?;
-        let insert = client
-            .prepare_typed_cached(&self.insert.sql, self.insert.types())
-            .await
-            .map_err(&prepare)?;
-        let (lock_values, values) = (self.lock.values(), self.insert.values());
-        let (begun, locked, inserted, committed) = futures::join!(
-            client.batch_execute(&self.begin),
-            client.query(&lock, &lock_values),
-            client.query(&insert, &values),
-            client.batch_execute("COMMIT"),
-        );
-        begun.map_err(Error::db("starting the append's transaction"))?;
-        let rows = self.finish(locked, inserted)?;
-        committed.map_err(Error::db("committing the append"))?;
-        self.positions(rows)
+        let mut outcomes = run_transaction(client, &[self]).await?;
+        outcomes.pop().expect("one outcome per append")
     }
 
     /// Runs the append inside the caller's transaction: the lock statement and the guarded
@@ -142,4 +119,127 @@ impl PreparedAppend {
         }
         Error::db("appending events")(e)
     }
+}
+
+/// The unguarded appends of a group in one statement (see the file).
+const UNGUARDED_GROUP: &str = include_str!("unguarded_group.sql");
+
+/// [`UNGUARDED_GROUP`] in the appends' schema, and its one parameter: the events of `appends`,
+/// each with the index of its append.
+fn unguarded_group(appends: &[(usize, &PreparedAppend)]) -> (String, Value) {
+    let sql = UNGUARDED_GROUP.replace("__SCHEMA__", &appends[0].1.schema.quoted());
+    let events = appends
+        .iter()
+        .flat_map(|(i, append)| {
+            append.events.iter().map(move |e| {
+                json!({
+                    "append": i,
+                    "event_id": e.id,
+                    "event_type": e.event_type,
+                    "tags": e.tags,
+                    "payload": e.payload,
+                    "metadata": e.metadata,
+                })
+            })
+        })
+        .collect();
+    (sql, Value::Array(events))
+}
+
+/// Runs `appends` in one READ COMMITTED transaction on a pooled connection: `BEGIN` with the
+/// store's time bounds, the union of their advisory locks (taken in key order), their inserts,
+/// `COMMIT`, all pipelined in one round trip.
+///
+/// The statements run one after the other, so each guarded insert's snapshot is taken after
+/// every lock is held: it sees every conflicting append that committed before, and every later
+/// one waits for this transaction to end; it also sees the appends before it. The unguarded
+/// appends of a group (when there are several) go first, in one statement: they check nothing,
+/// and running them first is one of the orders in which these concurrent appends could have
+/// arrived. When a guard finds a conflict its insert writes nothing and the others go on. When a
+/// statement fails, PostgreSQL turns the pipelined `COMMIT` into a rollback and the whole
+/// transaction is `Err`. Every statement is prepared once per connection (parsed and analysed
+/// once; PostgreSQL still plans a guarded insert for its values, whose best plan depends on
+/// them).
+///
+/// `Ok` holds each append's own outcome: written, replayed, or its condition failed.
+pub(super) async fn run_transaction(
+    client: &deadpool_postgres::Client,
+    appends: &[&PreparedAppend],
+) -> Result<Vec<Result<AppendResult>>> {
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+    let union;
+    let lock = match appends {
+        [one] => &one.lock,
+        _ => {
+            union = sql::lock_keys(&LockPlan::union(appends.iter().map(|a| &a.locks)));
+            &union
+        }
+    };
+    let unguarded: Vec<(usize, &PreparedAppend)> = appends
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, a)| !a.guarded)
+        .collect();
+    let merged = (unguarded.len() > 1).then(|| unguarded_group(&unguarded));
+    let alone = |append: &PreparedAppend| merged.is_none() || append.guarded;
+    let prepare = Error::db("preparing the append");
+    let lock_prepared = client
+        .prepare_typed_cached(&lock.sql, lock.types())
+        .await
+        .map_err(&prepare)?;
+    // The merged unguarded appends, then each other append's insert, in order.
+    let mut steps = Vec::with_capacity(appends.len() + 1);
+    if let Some((sql, events)) = &merged {
+        let prepared = client
+            .prepare_typed_cached(sql, &[Type::JSONB])
+            .await
+            .map_err(&prepare)?;
+        steps.push((prepared, vec![events as &(dyn ToSql + Sync)]));
+    }
+    for append in appends.iter().filter(|a| alone(a)) {
+        let insert = &append.insert;
+        let prepared = client
+            .prepare_typed_cached(&insert.sql, insert.types())
+            .await
+            .map_err(&prepare)?;
+        steps.push((prepared, insert.values()));
+    }
+    let lock_values = lock.values();
+    let (begun, locked, answers, committed) = futures::join!(
+        client.batch_execute(&appends[0].begin),
+        client.query(&lock_prepared, &lock_values),
+        join_all(
+            steps
+                .iter()
+                .map(|(statement, values)| client.query(statement, values))
+        ),
+        client.batch_execute("COMMIT"),
+    );
+    begun.map_err(Error::db("starting the append's transaction"))?;
+    locked.map_err(Error::db("taking the append's advisory locks"))?;
+    let mut answers = answers.into_iter();
+    let mut rows: Vec<Vec<Row>> = appends.iter().map(|_| Vec::new()).collect();
+    if merged.is_some() {
+        let answer = answers.next().expect("an answer per statement");
+        let decode = Error::db("reading the written positions");
+        for row in answer.map_err(|e| unguarded[0].1.insert_error(e))? {
+            let append: i32 = row.try_get(7).map_err(&decode)?;
+            rows[append as usize].push(row);
+        }
+    }
+    for (append, rows) in appends.iter().zip(rows.iter_mut()) {
+        if alone(append) {
+            let answer = answers.next().expect("an answer per statement");
+            *rows = answer.map_err(|e| append.insert_error(e))?;
+        }
+    }
+    committed.map_err(Error::db("committing the append"))?;
+    Ok(appends
+        .iter()
+        .zip(rows)
+        .map(|(append, rows)| append.positions(rows))
+        .collect())
 }

@@ -29,12 +29,9 @@ use futures::future::{self, Either, join_all};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::MAX_CACHED_STATEMENTS;
-use super::append::PreparedAppend;
+use super::append::{PreparedAppend, run_transaction};
 use super::connection::Lent;
 use crate::error::{Error, Result};
-use crate::locks::LockPlan;
-use crate::sql;
 use crate::store::AppendResult;
 
 /// A group stops growing when the union of its lock keys would pass this many.
@@ -247,57 +244,17 @@ pub(super) async fn run_alone(pool: &Pool, append: &PreparedAppend) -> Result<Ap
     outcome
 }
 
-/// The appends of a group in one transaction: `BEGIN`, the union of their locks, each insert in
-/// order, `COMMIT`, pipelined. `Err` when the transaction failed as a whole (nothing committed,
-/// or, if `COMMIT` itself failed, nothing known); else each append's own outcome.
+/// The appends of a group in one transaction ([`run_transaction`]). `Err` when the transaction
+/// failed as a whole (nothing committed, or, if `COMMIT` itself failed, nothing known); else each
+/// append's own outcome.
 async fn run_together(
     pool: &Pool,
     appends: &[Arc<PreparedAppend>],
 ) -> Result<Vec<Result<AppendResult>>> {
     let client = Lent::take(pool).await?;
-    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-        client.statement_cache.clear();
-    }
-    let lock = sql::lock_keys(&LockPlan::union(appends.iter().map(|a| &a.locks)));
-    let prepare = Error::db("preparing the append");
-    let lock_prepared = client
-        .prepare_typed_cached(&lock.sql, lock.types())
-        .await
-        .map_err(&prepare)?;
-    let mut inserts = Vec::with_capacity(appends.len());
-    for append in appends {
-        let insert = &append.insert;
-        inserts.push(
-            client
-                .prepare_typed_cached(&insert.sql, insert.types())
-                .await
-                .map_err(&prepare)?,
-        );
-    }
-    let lock_values = lock.values();
-    let values: Vec<_> = appends.iter().map(|a| a.insert.values()).collect();
-    let (begun, locked, inserted, committed) = futures::join!(
-        client.batch_execute(&appends[0].begin),
-        client.query(&lock_prepared, &lock_values),
-        join_all(
-            inserts
-                .iter()
-                .zip(&values)
-                .map(|(insert, values)| client.query(insert, values))
-        ),
-        client.batch_execute("COMMIT"),
-    );
-    begun.map_err(Error::db("starting the append's transaction"))?;
-    locked.map_err(Error::db("taking the append's advisory locks"))?;
-    let mut rows = Vec::with_capacity(appends.len());
-    for (append, inserted) in appends.iter().zip(inserted) {
-        rows.push(inserted.map_err(|e| append.insert_error(e))?);
-    }
-    committed.map_err(Error::db("committing the append"))?;
+    let appends: Vec<&PreparedAppend> = appends.iter().map(AsRef::as_ref).collect();
+    let outcomes = run_transaction(&client, &appends).await;
+    // Every pipelined statement has answered, whatever the outcome.
     client.release();
-    Ok(appends
-        .iter()
-        .zip(rows)
-        .map(|(append, rows)| append.positions(rows))
-        .collect())
+    outcomes
 }

@@ -45,7 +45,7 @@ pub const DEFAULT_MAX_GROUP_SIZE: usize = 16;
 
 /// How many grouped transactions run at a time unless told otherwise
 /// ([`PgEventStore::with_groups_in_flight`]).
-pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 4;
+pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 2;
 
 /// The most events one append accepts unless told otherwise.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
@@ -601,6 +601,8 @@ impl PgEventStore {
             condition.map(|c| &c.fail_if_events_match),
         );
         Ok(PreparedAppend {
+            schema: schema.clone(),
+            guarded: guard.is_some(),
             lock: sql::lock_keys(&locks),
             locks,
             insert: sql::insert_events(schema, &events, guard),
