@@ -32,14 +32,7 @@ async fn connected_store() -> PgEventStore {
         .expect("a valid schema name")
         .with_lock_timeout(Duration::from_secs(1))
         .with_statement_timeout(Duration::from_secs(2));
-    let client = store.pool().get().await.expect("a connection");
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .await
-        .expect("dropping the test schema");
-    drop(client);
-    store.migrate().await.expect("migrating");
-    store
+    common::emptied(store).await
 }
 
 /// How each failure a writer saw was classified, by SQLSTATE or kind.

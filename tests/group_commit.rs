@@ -39,6 +39,14 @@ fn tagged(tag: &str) -> Query {
     Query::from(QueryItem::tagged([tag.to_string()]))
 }
 
+/// An append claiming `tag`, guarded by it.
+fn claim(tag: &str) -> (Vec<Event>, Option<AppendCondition>) {
+    (
+        vec![event("Claimed", &[tag], json!({}))],
+        Some(AppendCondition::new(tagged(tag), None)),
+    )
+}
+
 /// Writers on four hot counters and on boundaries of their own, through two groups in flight (so
 /// that appends share transactions and groups race each other): every counter counts 0, 1, 2, … without a gap or a repeat,
 /// every acknowledged append is in the log at its positions, nothing else is, replays give the
@@ -179,12 +187,6 @@ async fn one_group_one_transaction_each_its_own_outcome() {
         .append([event("Taken", &["taken"], json!({}))], None)
         .await
         .unwrap();
-    let claim = |tag: &str| {
-        (
-            vec![event("Claimed", &[tag], json!({}))],
-            Some(AppendCondition::new(tagged(tag), None)),
-        )
-    };
     let outcomes = one_group(
         &store,
         vec![
@@ -236,12 +238,6 @@ async fn a_database_error_in_a_group_fails_only_its_own_append() {
         .append_in(&blocking, [event("Held", &["held:bad"], json!({}))], None)
         .await
         .unwrap();
-    let claim = |tag: &str| {
-        (
-            vec![event("Claimed", &[tag], json!({}))],
-            Some(AppendCondition::new(tagged(tag), None)),
-        )
-    };
     let outcomes = one_group(
         &store,
         vec![

@@ -78,17 +78,24 @@ pub async fn store() -> PgEventStore {
 
 /// Like [`store`], with a pool of `size` connections (for races on separate connections).
 pub async fn store_with_pool(size: usize) -> PgEventStore {
-    let schema = test_schema();
     let store = PgEventStore::from_pool(pool(size))
-        .with_schema(&schema)
+        .with_schema(&test_schema())
         .expect("a valid schema name");
+    emptied(store).await
+}
+
+/// `store` with its schema dropped (what an earlier run left) and migrated anew.
+pub async fn emptied(store: PgEventStore) -> PgEventStore {
     let client = store
         .pool()
         .get()
         .await
         .expect("a connection to the test server");
     client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            store.schema()
+        ))
         .await
         .expect("dropping the test schema");
     drop(client);
