@@ -11,8 +11,8 @@ use crate::store::{AppendResult, EventStore};
 ///
 /// Pass the [`StreamVersion`] that [`ClassicStream::read`] returned (it converts into
 /// [`ExpectedVersion::Read`]): the append then fails if any event of the stream became visible
-/// after that read, whatever its position. [`ExpectedVersion::Exact`] takes a bare position,
-/// e.g. one a client sent back, and has position semantics only (see
+/// after that read, whatever its position. [`ExpectedVersion::LastPosition`] takes a bare log
+/// position, e.g. one a client sent back, and has position semantics only (see
 /// [`AppendCondition`](crate::AppendCondition) for when that is not enough).
 ///
 /// ```
@@ -36,7 +36,7 @@ pub enum ExpectedVersion {
     Read(StreamVersion),
     /// The stream's last event must be at this position (a log position), and no later one may
     /// be appended meanwhile. Position semantics only: prefer [`ExpectedVersion::Read`].
-    Exact(u64),
+    LastPosition(u64),
 }
 
 /// The version of a stream as [`ClassicStream::read`] saw it: the position of its last event
@@ -169,14 +169,14 @@ impl ClassicStream {
     }
 
     /// The append condition for `expected` (`None` for [`ExpectedVersion::Any`]). For
-    /// [`ExpectedVersion::Exact`] it only guards against later events;
+    /// [`ExpectedVersion::LastPosition`] it only guards against later events;
     /// [`ClassicStream::append`] also checks that the version is the current one.
     ///
     /// ```
     /// use dcbstore::{ClassicStream, ExpectedVersion};
     /// let s = ClassicStream::new("a");
     /// assert!(s.condition(ExpectedVersion::Any).is_none());
-    /// assert_eq!(s.condition(ExpectedVersion::Exact(7)).unwrap().after, Some(7));
+    /// assert_eq!(s.condition(ExpectedVersion::LastPosition(7)).unwrap().after, Some(7));
     /// ```
     pub fn condition(&self, expected: impl Into<ExpectedVersion>) -> Option<AppendCondition> {
         match expected.into() {
@@ -186,8 +186,8 @@ impl ClassicStream {
                 AppendCondition::new(self.query(), version.position)
                     .with_snapshot(version.snapshot),
             ),
-            ExpectedVersion::Exact(version) => {
-                Some(AppendCondition::new(self.query(), Some(version)))
+            ExpectedVersion::LastPosition(position) => {
+                Some(AppendCondition::new(self.query(), Some(position)))
             }
         }
     }
@@ -235,7 +235,7 @@ impl ClassicStream {
     /// let store = dcbstore::MemoryEventStore::new();
     /// let s = ClassicStream::new("a");
     /// let w = s.append(&store, [Event::new("Opened", serde_json::json!({}))], ExpectedVersion::Any).await?;
-    /// assert!(s.append(&store, [Event::new("Closed", serde_json::json!({}))], ExpectedVersion::Exact(w.last_position() + 1)).await.is_err());
+    /// assert!(s.append(&store, [Event::new("Closed", serde_json::json!({}))], ExpectedVersion::LastPosition(w.last_position() + 1)).await.is_err());
     /// # Ok(())
     /// # }
     /// ```
@@ -246,13 +246,13 @@ impl ClassicStream {
         expected: impl Into<ExpectedVersion>,
     ) -> Result<AppendResult> {
         let expected = expected.into();
-        if let ExpectedVersion::Exact(version) = expected {
+        if let ExpectedVersion::LastPosition(position) = expected {
             let last = store
                 .read(&self.query(), ReadOptions::default().backwards().limit(1))
                 .await?;
-            if last.last_position() != Some(version) {
+            if last.last_position() != Some(position) {
                 return Err(Error::AppendConditionFailed {
-                    after: Some(version),
+                    after: Some(position),
                 });
             }
         }

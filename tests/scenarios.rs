@@ -569,7 +569,7 @@ impl Course {
         let written = ClassicStream::new(id)
             .append(store, pending, expected)
             .await?;
-        self.expected = Some(ExpectedVersion::Exact(written.last_position()));
+        self.expected = Some(ExpectedVersion::LastPosition(written.last_position()));
         Ok(())
     }
 }
