@@ -5,6 +5,9 @@ use std::fmt;
 /// The result type of every fallible call in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The cause an error carries when it comes from another library.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong when talking to an event store.
 ///
 /// Match on the variant, or use the predicates ([`Error::is_append_condition_failed`],
@@ -86,8 +89,14 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
 
     /// The connection settings could not be turned into a pool.
-    #[error("invalid connection configuration: {0}")]
-    Config(String),
+    #[error("invalid connection configuration: {message}")]
+    Config {
+        /// What was wrong.
+        message: String,
+        /// The driver's or the pool's error.
+        #[source]
+        source: BoxError,
+    },
 
     /// A stored event has a type the domain event type does not know
     /// ([`DomainEvent`](crate::DomainEvent)).
@@ -100,8 +109,14 @@ pub enum Error {
     },
 
     /// A domain event could not be serialized into an event.
-    #[error("could not encode a domain event: {0}")]
-    Encode(String),
+    #[error("could not encode a domain event: {message}")]
+    Encode {
+        /// What was wrong.
+        message: String,
+        /// serde's error, when serde failed.
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// A stored row could not be turned into an event (the schema does not match this version),
     /// or a stored event into a domain event.
@@ -111,6 +126,9 @@ pub enum Error {
         position: u64,
         /// What was wrong.
         message: String,
+        /// The driver's or serde's error, when one of them failed.
+        #[source]
+        source: Option<BoxError>,
     },
 }
 

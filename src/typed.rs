@@ -66,21 +66,30 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
     ///
     /// [`Error::Encode`] when serde cannot serialize it in the adjacently tagged form.
     fn to_event(&self) -> Result<Event, Error> {
-        let encoded = serde_json::to_value(self).map_err(|e| Error::Encode(e.to_string()))?;
+        let encoded = serde_json::to_value(self).map_err(|e| Error::Encode {
+            message: e.to_string(),
+            source: Some(e.into()),
+        })?;
         let Value::Object(mut fields) = encoded else {
-            return Err(Error::Encode(format!(
-                "expected an object with \"{}\" and \"{}\", got {encoded}",
-                Self::TYPE_FIELD,
-                Self::DATA_FIELD
-            )));
+            return Err(Error::Encode {
+                message: format!(
+                    "expected an object with \"{}\" and \"{}\", got {encoded}",
+                    Self::TYPE_FIELD,
+                    Self::DATA_FIELD
+                ),
+                source: None,
+            });
         };
         let Some(Value::String(event_type)) = fields.remove(Self::TYPE_FIELD) else {
-            return Err(Error::Encode(format!(
-                "the serde representation has no string field \"{}\": use #[serde(tag = \"{}\", content = \"{}\")]",
-                Self::TYPE_FIELD,
-                Self::TYPE_FIELD,
-                Self::DATA_FIELD
-            )));
+            return Err(Error::Encode {
+                message: format!(
+                    "the serde representation has no string field \"{}\": use #[serde(tag = \"{}\", content = \"{}\")]",
+                    Self::TYPE_FIELD,
+                    Self::TYPE_FIELD,
+                    Self::DATA_FIELD
+                ),
+                source: None,
+            });
         };
         let payload = fields
             .remove(Self::DATA_FIELD)
@@ -138,6 +147,7 @@ fn error(event: &Event, position: u64, e: serde_json::Error) -> Error {
         Error::Decode {
             position,
             message: format!("{}: {e}", event.event_type),
+            source: Some(e.into()),
         }
     }
 }

@@ -196,7 +196,11 @@ async fn connect_reports_unreachable_servers() {
     let err = dcbstore::PgEventStore::connect("not a url ::: at all")
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver's error as the source"
+    );
 }
 
 #[tokio::test]

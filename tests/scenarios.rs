@@ -257,10 +257,10 @@ fn unknown_event_types_are_reported() {
         "{err}"
     );
     let malformed = Event::new("CourseDefined", json!({"course": "c1"}));
-    assert!(matches!(
-        CourseEvent::from_event(&malformed),
-        Err(Error::Decode { .. })
-    ));
+    let err = CourseEvent::from_event(&malformed).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    let cause = std::error::Error::source(&err).expect("serde's error as the source");
+    assert!(cause.to_string().contains("missing field"), "{cause}");
 }
 
 // ---------------------------------------------------------------------------------------------

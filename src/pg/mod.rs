@@ -160,9 +160,12 @@ impl PgEventStore {
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self> {
-        let pg_config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| Error::Config(e.to_string()))?;
+        let pg_config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| Error::Config {
+                    message: e.to_string(),
+                    source: e.into(),
+                })?;
         let manager = Manager::from_config(
             pg_config,
             NoTls,
@@ -178,7 +181,10 @@ impl PgEventStore {
                 recycle: Some(DEFAULT_POOL_TIMEOUT),
             })
             .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::Config {
+                message: e.to_string(),
+                source: e.into(),
+            })?;
         drop(pool.get().await?);
         Ok(Self::from_pool(pool))
     }
@@ -684,29 +690,34 @@ async fn read_seen<C: GenericClient>(
         .query_typed_raw(&statement.sql, statement.params())
         .await
         .map_err(&failed)?;
-    let undecodable = |message: String| Error::Decode {
+    let undecodable = |message: String, source: Option<tokio_postgres::Error>| Error::Decode {
         position: 0,
         message,
+        source: source.map(Into::into),
     };
     // Decoded as the rows arrive (a big read overlaps decoding with the transfer).
     futures::pin_mut!(rows);
     let (mut snapshot, mut events) = (None, Vec::new());
     while let Some(row) = rows.try_next().await.map_err(&failed)? {
         if snapshot.is_none() {
-            let text: &str = row.try_get(0).map_err(|e| undecodable(describe(&e)))?;
+            let text: &str = row
+                .try_get(0)
+                .map_err(|e| undecodable(describe(&e), Some(e)))?;
             snapshot = Some(
                 PgSnapshot::parse(text)
-                    .ok_or_else(|| undecodable(format!("unexpected snapshot {text:?}")))?,
+                    .ok_or_else(|| undecodable(format!("unexpected snapshot {text:?}"), None))?,
             );
         }
         // The one row of a read that matched nothing has no event.
-        let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(describe(&e)))?;
+        let position: Option<i64> = row
+            .try_get(1)
+            .map_err(|e| undecodable(describe(&e), Some(e)))?;
         if position.is_some() {
             events.push(decode_at(&row, 1)?);
         }
     }
     let snapshot =
-        snapshot.ok_or_else(|| undecodable("the read returned no snapshot".to_string()))?;
+        snapshot.ok_or_else(|| undecodable("the read returned no snapshot".to_string(), None))?;
     // The plan keeps the subquery's order; sorting again costs nothing on sorted input and
     // does not depend on it.
     if options.backwards {
@@ -731,12 +742,14 @@ fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
     let position: i64 = row.try_get(first).map_err(|e| Error::Decode {
         position: 0,
         message: describe(&e),
+        source: Some(e.into()),
     })?;
     let position = position as u64;
     // The driver's error and its cause (e.g. what serde_json could not read).
     let fail = |e: tokio_postgres::Error| Error::Decode {
         position,
         message: describe(&e),
+        source: Some(e.into()),
     };
     Ok(SequencedEvent {
         position,
