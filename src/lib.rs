@@ -7,12 +7,10 @@ mod error;
 mod event;
 mod jsonb;
 pub mod limits;
-mod locks;
 mod memory;
 mod pg;
 mod query;
 mod snapshot;
-mod sql;
 mod store;
 mod streams;
 mod typed;
@@ -22,10 +20,11 @@ pub use decision::{DecideError, DecisionModel, Projection, RetryPolicy, decide, 
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
 pub use jsonb::jsonb_contains;
+pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;
 pub use pg::{
-    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_GROUP_SIZE,
-    DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
+    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_TIMEOUT,
+    DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
 };
 pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
 pub use snapshot::ReadSnapshot;

@@ -27,6 +27,10 @@
 //! # }
 //! ```
 
+/// The most events one append accepts unless told otherwise (both stores'
+/// `with_max_batch_size`).
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
+
 /// The longest event type or tag, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 1024;
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
-use crate::pg::DEFAULT_MAX_BATCH_SIZE;
+use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::query::{AppendCondition, Query, ReadOptions};
 use crate::snapshot::{MEMORY, ReadSnapshot, Snapshot};
 use crate::store::{

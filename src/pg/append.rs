@@ -12,14 +12,14 @@ use tracing::debug;
 use uuid::Uuid;
 
 use super::MAX_CACHED_STATEMENTS;
+use super::locks::LockPlan;
+use super::sql::{self, SchemaName, Statement};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::locks::LockPlan;
-use crate::sql::{self, SchemaName, Statement};
 use crate::store::{AppendResult, replay_or_duplicate};
 
-/// An append checked and compiled, ready to run in a transaction.
-pub(super) struct PreparedAppend {
+/// An append checked and compiled (its SQL and lock plan), ready to run in a transaction.
+pub(super) struct CompiledAppend {
     pub(super) schema: SchemaName,
     /// Whether it has a condition.
     pub(super) guarded: bool,
@@ -34,7 +34,7 @@ pub(super) struct PreparedAppend {
     pub(super) begin: Arc<str>,
 }
 
-impl PreparedAppend {
+impl CompiledAppend {
     /// Runs the append on a pooled connection, in a READ COMMITTED transaction of its own
     /// ([`run_transaction`]).
     pub(super) async fn run_pooled(
@@ -126,7 +126,7 @@ const UNGUARDED_GROUP: &str = include_str!("unguarded_group.sql");
 
 /// [`UNGUARDED_GROUP`] in the appends' schema, and its one parameter: the events of `appends`,
 /// each with the index of its append.
-fn unguarded_group(appends: &[(usize, &PreparedAppend)]) -> (String, Value) {
+fn unguarded_group(appends: &[(usize, &CompiledAppend)]) -> (String, Value) {
     let sql = UNGUARDED_GROUP.replace("__SCHEMA__", &appends[0].1.schema.quoted());
     let events = appends
         .iter()
@@ -164,7 +164,7 @@ fn unguarded_group(appends: &[(usize, &PreparedAppend)]) -> (String, Value) {
 /// `Ok` holds each append's own outcome: written, replayed, or its condition failed.
 pub(super) async fn run_transaction(
     client: &deadpool_postgres::Client,
-    appends: &[&PreparedAppend],
+    appends: &[&CompiledAppend],
 ) -> Result<Vec<Result<AppendResult>>> {
     if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
         client.statement_cache.clear();
@@ -177,14 +177,14 @@ pub(super) async fn run_transaction(
             &union
         }
     };
-    let unguarded: Vec<(usize, &PreparedAppend)> = appends
+    let unguarded: Vec<(usize, &CompiledAppend)> = appends
         .iter()
         .copied()
         .enumerate()
         .filter(|(_, a)| !a.guarded)
         .collect();
     let merged = (unguarded.len() > 1).then(|| unguarded_group(&unguarded));
-    let alone = |append: &PreparedAppend| merged.is_none() || append.guarded;
+    let alone = |append: &CompiledAppend| merged.is_none() || append.guarded;
     let prepare = Error::db("preparing the append");
     let lock_prepared = client
         .prepare_typed_cached(&lock.sql, lock.types())

@@ -29,7 +29,7 @@ use futures::future::{self, Either, join_all};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::append::{PreparedAppend, run_transaction};
+use super::append::{CompiledAppend, run_transaction};
 use super::connection::Lent;
 use crate::error::{Error, Result};
 use crate::store::AppendResult;
@@ -41,7 +41,7 @@ const MAX_GROUP_LOCKS: usize = 256;
 type Reply = oneshot::Sender<Result<AppendResult>>;
 
 struct Request {
-    append: Arc<PreparedAppend>,
+    append: Arc<CompiledAppend>,
     reply: Reply,
 }
 
@@ -82,7 +82,7 @@ impl GroupCommit {
     }
 
     /// Runs `append`, grouped with whatever else is waiting, and gives its own outcome.
-    pub(super) async fn append(&self, pool: &Pool, append: PreparedAppend) -> Result<AppendResult> {
+    pub(super) async fn append(&self, pool: &Pool, append: CompiledAppend) -> Result<AppendResult> {
         if self.max_appends == 1 {
             return run_alone(pool, &append).await;
         }
@@ -230,7 +230,7 @@ async fn all_closed(replies: &mut [Reply]) {
 }
 
 /// One append in a transaction of its own, on a connection of its own.
-pub(super) async fn run_alone(pool: &Pool, append: &PreparedAppend) -> Result<AppendResult> {
+pub(super) async fn run_alone(pool: &Pool, append: &CompiledAppend) -> Result<AppendResult> {
     let client = Lent::take(pool).await?;
     let outcome = match append.run_pooled(&client).await {
         // The same ids were being appended concurrently (e.g. the first try of this very
@@ -249,10 +249,10 @@ pub(super) async fn run_alone(pool: &Pool, append: &PreparedAppend) -> Result<Ap
 /// append's own outcome.
 async fn run_together(
     pool: &Pool,
-    appends: &[Arc<PreparedAppend>],
+    appends: &[Arc<CompiledAppend>],
 ) -> Result<Vec<Result<AppendResult>>> {
     let client = Lent::take(pool).await?;
-    let appends: Vec<&PreparedAppend> = appends.iter().map(AsRef::as_ref).collect();
+    let appends: Vec<&CompiledAppend> = appends.iter().map(AsRef::as_ref).collect();
     let outcomes = run_transaction(&client, &appends).await;
     // Every pipelined statement has answered, whatever the outcome.
     client.release();

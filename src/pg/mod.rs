@@ -10,19 +10,22 @@ use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use tracing::debug;
 
 use crate::error::{Error, Result, describe};
+use crate::event::{Event, SequencedEvent};
+use crate::limits::DEFAULT_MAX_BATCH_SIZE;
+use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::snapshot::{POSTGRES, PgSnapshot, ReadSnapshot, Snapshot};
+use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
+use append::CompiledAppend;
 use connection::Lent;
+use group::GroupCommit;
+use locks::LockPlan;
+use sql::{Guard, SchemaName, Statement};
 
 mod append;
 mod connection;
 mod group;
-use crate::event::{Event, SequencedEvent};
-use crate::locks::LockPlan;
-use crate::query::{AppendCondition, Query, ReadOptions};
-use crate::snapshot::{POSTGRES, PgSnapshot, ReadSnapshot, Snapshot};
-use crate::sql::{self, Guard, SchemaName, Statement};
-use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
-use append::PreparedAppend;
-use group::GroupCommit;
+mod locks;
+mod sql;
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "dcbstore";
@@ -46,9 +49,6 @@ pub const DEFAULT_MAX_GROUP_SIZE: usize = 16;
 /// How many grouped transactions run at a time unless told otherwise
 /// ([`PgEventStore::with_groups_in_flight`]).
 pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 2;
-
-/// The most events one append accepts unless told otherwise.
-pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 
 /// A connection's prepared statements are dropped when they grow past this many (appends with
 /// many different query shapes).
@@ -559,7 +559,7 @@ impl PgEventStore {
         events: impl IntoIterator<Item = Event>,
         condition: Option<AppendCondition>,
     ) -> Result<AppendResult> {
-        let prepared = self.prepare_append(events.into_iter().collect(), condition.as_ref())?;
+        let prepared = self.compile_append(events.into_iter().collect(), condition.as_ref())?;
         let row = transaction
             .query_one("SELECT current_setting('transaction_isolation')", &[])
             .await
@@ -586,11 +586,11 @@ impl PgEventStore {
         )?)
     }
 
-    fn prepare_append(
+    fn compile_append(
         &self,
         events: Vec<Event>,
         condition: Option<&AppendCondition>,
-    ) -> Result<PreparedAppend> {
+    ) -> Result<CompiledAppend> {
         check_append(&events, condition, self.config.max_batch_size, POSTGRES)?;
         let guard = condition.map(|c| Guard {
             query: &c.fail_if_events_match,
@@ -606,7 +606,7 @@ impl PgEventStore {
             &events,
             condition.map(|c| &c.fail_if_events_match),
         );
-        Ok(PreparedAppend {
+        Ok(CompiledAppend {
             schema: schema.clone(),
             guarded: guard.is_some(),
             lock: sql::lock_keys(&locks),
@@ -671,7 +671,7 @@ impl EventStore for PgEventStore {
         events: impl IntoIterator<Item = Event>,
         condition: Option<AppendCondition>,
     ) -> impl Future<Output = Result<AppendResult>> + Send {
-        let prepared = self.prepare_append(events.into_iter().collect(), condition.as_ref());
+        let prepared = self.compile_append(events.into_iter().collect(), condition.as_ref());
         let (pool, group) = (self.pool.clone(), self.group.clone());
         async move { group.append(&pool, prepared?).await }
     }

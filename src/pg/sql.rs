@@ -11,9 +11,9 @@ use sea_query_postgres::{PostgresBinder, PostgresValues};
 use serde_json::{Value, json};
 use tokio_postgres::types::{ToSql, Type};
 
+use super::locks::LockPlan;
 use crate::error::InvalidInput;
 use crate::event::Event;
-use crate::locks::LockPlan;
 use crate::query::{Query, QueryItem, ReadOptions};
 use crate::snapshot::PgSnapshot;
 use crate::validate;
