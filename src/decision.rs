@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::event::{Event, SequencedEvent};
-use crate::query::{Query, ReadOptions};
+use crate::options::ReadOptions;
+use crate::query::Query;
 use crate::store::{AppendResult, EventStore};
 
 /// The events of `query`, folded into a state of type `S`.

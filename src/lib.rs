@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod condition;
 mod decision;
 mod error;
 mod event;
 mod jsonb;
 pub mod limits;
 mod memory;
+mod options;
 mod pg;
 mod query;
 mod snapshot;
@@ -16,17 +18,19 @@ mod streams;
 mod typed;
 mod validate;
 
+pub use condition::AppendCondition;
 pub use decision::{DecideError, DecisionModel, Projection, RetryPolicy, decide, decide_with};
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
 pub use jsonb::jsonb_contains;
 pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;
+pub use options::ReadOptions;
 pub use pg::{
     DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_TIMEOUT,
     DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
 };
-pub use query::{AppendCondition, PayloadPath, PayloadPredicate, Query, QueryItem, ReadOptions};
+pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
 pub use snapshot::ReadSnapshot;
 pub use store::{AppendResult, EventStore, EventStream, ReadResult};
 pub use streams::{ClassicStream, ExpectedVersion, StreamVersion};

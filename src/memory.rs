@@ -8,10 +8,12 @@ use futures::{StreamExt, TryStreamExt, stream};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
-use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::options::ReadOptions;
+use crate::query::Query;
 use crate::snapshot::{MEMORY, ReadSnapshot, Snapshot};
 use crate::store::{
     AppendResult, EventStore, EventStream, ReadResult, check_append, check_read,

@@ -4,9 +4,11 @@ use std::future::Future;
 
 use futures::TryStreamExt;
 
+use crate::condition::AppendCondition;
 use crate::error::{Error, InvalidInput, Result};
 use crate::event::{Event, SequencedEvent, validate_batch};
-use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::options::ReadOptions;
+use crate::query::Query;
 use crate::snapshot::ReadSnapshot;
 use crate::validate;
 use uuid::Uuid;

@@ -1,9 +1,11 @@
 //! Classic streams on a DCB store, for users coming from stream-based event stores: a stream is
 //! the consistency boundary of one tag, and its expected version a condition on that tag.
 
+use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
-use crate::query::{AppendCondition, Query, QueryItem, ReadOptions};
+use crate::options::ReadOptions;
+use crate::query::{Query, QueryItem};
 use crate::snapshot::ReadSnapshot;
 use crate::store::{AppendResult, EventStore};
 

@@ -9,10 +9,12 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
 use tracing::debug;
 
+use crate::condition::AppendCondition;
 use crate::error::{Error, Result, describe};
 use crate::event::{Event, SequencedEvent};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
-use crate::query::{AppendCondition, Query, ReadOptions};
+use crate::options::ReadOptions;
+use crate::query::Query;
 use crate::snapshot::{POSTGRES, PgSnapshot, ReadSnapshot, Snapshot};
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
 use append::CompiledAppend;

@@ -14,7 +14,8 @@ use tokio_postgres::types::{ToSql, Type};
 use super::locks::LockPlan;
 use crate::error::InvalidInput;
 use crate::event::Event;
-use crate::query::{Query, QueryItem, ReadOptions};
+use crate::options::ReadOptions;
+use crate::query::{Query, QueryItem};
 use crate::snapshot::PgSnapshot;
 use crate::validate;
 
