@@ -6,27 +6,29 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, TryStreamExt, stream};
-use tokio_postgres::{GenericClient, NoTls, Row, Transaction};
-use tracing::debug;
+use tokio_postgres::{GenericClient, NoTls, Transaction};
 
 use crate::condition::AppendCondition;
-use crate::error::{Error, Result, describe};
-use crate::event::{Event, SequencedEvent};
+use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::snapshot::{POSTGRES, PgSnapshot, ReadSnapshot, Snapshot};
+use crate::snapshot::{POSTGRES, Snapshot};
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
 use append::CompiledAppend;
 use connection::Lent;
 use group::GroupCommit;
 use locks::LockPlan;
+use read::{decode, read_seen};
 use sql::{Guard, SchemaName, Statement};
 
 mod append;
 mod connection;
 mod group;
 mod locks;
+mod migrate;
+mod read;
 mod sql;
 
 /// The schema a store uses unless told otherwise.
@@ -55,11 +57,6 @@ pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 2;
 /// A connection's prepared statements are dropped when they grow past this many (appends with
 /// many different query shapes).
 pub(crate) const MAX_CACHED_STATEMENTS: usize = 256;
-const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
-/// The version `EVENTS_DDL` records in `schema_version`.
-const SCHEMA_VERSION: i32 = 1;
-/// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
-const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 
 /// An event store in one schema of a PostgreSQL database, over a connection pool.
 ///
@@ -424,79 +421,6 @@ impl PgEventStore {
         &self.pool
     }
 
-    /// Creates or updates the schema, the events table and its indexes: the SQL of
-    /// `initdb/02_events.sql`, run in this store's schema. Safe to call from every process at
-    /// start: when the schema is current (its `schema_version` table says so) it runs two small
-    /// catalog-sized queries and takes no lock; otherwise concurrent calls take turns (an advisory lock) and the DDL
-    /// waits at most [`PgEventStore::lock_timeout`] for each table lock it needs.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Pool`] or [`Error::Database`] when the server refuses (e.g. missing privileges)
-    /// or a lock is not granted in time (retryable).
-    ///
-    /// ```no_run
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
-    /// store.migrate().await?;
-    /// store.migrate().await?; // reads the version and returns the second time
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn migrate(&self) -> Result<()> {
-        const CONTEXT: &str = "migrating the schema";
-        let mut client = self.pool.get().await?;
-        if self.schema_version(&**client).await? >= SCHEMA_VERSION {
-            return Ok(());
-        }
-        let tx = client.transaction().await.map_err(Error::db(CONTEXT))?;
-        let schema = self.config.schema.quoted();
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            self.config.lock_timeout.as_millis().max(1)
-        ))
-        .await
-        .map_err(Error::db(CONTEXT))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK_KEY])
-            .await
-            .map_err(Error::db(CONTEXT))?;
-        // Another process may have migrated while this one waited for the lock.
-        if self.schema_version(&*tx).await? >= SCHEMA_VERSION {
-            return Ok(());
-        }
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema};"
-        ))
-        .await
-        .map_err(Error::db(CONTEXT))?;
-        tx.batch_execute(EVENTS_DDL)
-            .await
-            .map_err(Error::db(CONTEXT))?;
-        tx.commit().await.map_err(Error::db(CONTEXT))?;
-        debug!(schema = self.schema(), version = SCHEMA_VERSION, "migrated");
-        Ok(())
-    }
-
-    /// The version recorded in the schema, 0 when there is none (no schema, or one that predates
-    /// versions).
-    async fn schema_version<C: GenericClient>(&self, client: &C) -> Result<i32> {
-        const CONTEXT: &str = "reading the schema version";
-        let table = format!("{}.schema_version", self.config.schema.quoted());
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-            .await
-            .map_err(Error::db(CONTEXT))?
-            .get(0);
-        if !exists {
-            return Ok(0);
-        }
-        let version: Option<i32> = client
-            .query_one(&format!("SELECT max(version) FROM {table}"), &[])
-            .await
-            .map_err(Error::db(CONTEXT))?
-            .get(0);
-        Ok(version.unwrap_or(0))
-    }
-
     /// Like [`EventStore::read`], on a client or transaction of the caller: inside a
     /// transaction the read sees the transaction's own writes, and its
     /// [`ReadResult::append_condition`] guards an [`PgEventStore::append_in`] of the same
@@ -676,104 +600,5 @@ impl EventStore for PgEventStore {
         let prepared = self.compile_append(events.into_iter().collect(), condition.as_ref());
         let (pool, group) = (self.pool.clone(), self.group.clone());
         async move { group.append(&pool, prepared?).await }
-    }
-}
-
-/// A decision's read (`statement`, from [`PgEventStore::compile_read_seen`]): the events with the
-/// snapshot the read statement ran in.
-async fn read_seen<C: GenericClient>(
-    client: &C,
-    statement: &Statement,
-    query: Query,
-    options: ReadOptions,
-) -> Result<ReadResult> {
-    let failed = Error::db("reading events");
-    let rows = client
-        .query_typed_raw(&statement.sql, statement.params())
-        .await
-        .map_err(&failed)?;
-    let undecodable = |message: String, source: Option<tokio_postgres::Error>| Error::Decode {
-        position: 0,
-        message,
-        source: source.map(Into::into),
-    };
-    // Decoded as the rows arrive (a big read overlaps decoding with the transfer).
-    futures::pin_mut!(rows);
-    let (mut snapshot, mut events) = (None, Vec::new());
-    while let Some(row) = rows.try_next().await.map_err(&failed)? {
-        if snapshot.is_none() {
-            let text: &str = row
-                .try_get(0)
-                .map_err(|e| undecodable(describe(&e), Some(e)))?;
-            snapshot = Some(
-                PgSnapshot::parse(text)
-                    .ok_or_else(|| undecodable(format!("unexpected snapshot {text:?}"), None))?,
-            );
-        }
-        // The one row of a read that matched nothing has no event.
-        let position: Option<i64> = row
-            .try_get(1)
-            .map_err(|e| undecodable(describe(&e), Some(e)))?;
-        if position.is_some() {
-            events.push(decode_at(&row, 1)?);
-        }
-    }
-    let snapshot =
-        snapshot.ok_or_else(|| undecodable("the read returned no snapshot".to_string(), None))?;
-    // The plan keeps the subquery's order; sorting again costs nothing on sorted input and
-    // does not depend on it.
-    if options.backwards {
-        events.sort_by_key(|e: &SequencedEvent| std::cmp::Reverse(e.position));
-    } else {
-        events.sort_by_key(|e: &SequencedEvent| e.position);
-    }
-    Ok(ReadResult::new(
-        events,
-        query,
-        options,
-        ReadSnapshot::postgres(snapshot),
-    ))
-}
-
-fn decode(row: &Row) -> Result<SequencedEvent> {
-    decode_at(row, 0)
-}
-
-/// Decodes the event whose columns ([`sql::COLUMNS`]) start at column `first`.
-fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
-    let position: i64 = row.try_get(first).map_err(|e| Error::Decode {
-        position: 0,
-        message: describe(&e),
-        source: Some(e.into()),
-    })?;
-    let position = position as u64;
-    // The driver's error and its cause (e.g. what serde_json could not read).
-    let fail = |e: tokio_postgres::Error| Error::Decode {
-        position,
-        message: describe(&e),
-        source: Some(e.into()),
-    };
-    Ok(SequencedEvent {
-        position,
-        event: Event {
-            id: row.try_get(first + 1).map_err(fail)?,
-            event_type: row.try_get(first + 2).map_err(fail)?,
-            tags: row.try_get(first + 3).map_err(fail)?,
-            payload: row.try_get(first + 4).map_err(fail)?,
-            metadata: row.try_get(first + 5).map_err(fail)?,
-        },
-        occurred_at: row.try_get(first + 6).map_err(fail)?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_ddl_records_the_schema_version_migrate_expects() {
-        let insert = format!(
-            "INSERT INTO schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING;",
-            super::SCHEMA_VERSION
-        );
-        assert!(super::EVENTS_DDL.contains(&insert));
     }
 }
