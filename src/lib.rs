@@ -4,6 +4,7 @@
 
 mod condition;
 mod decision;
+mod dyn_store;
 mod error;
 mod event;
 mod jsonb;
@@ -20,6 +21,7 @@ mod validate;
 
 pub use condition::AppendCondition;
 pub use decision::{DecideError, DecisionModel, Projection, RetryPolicy, decide, decide_with};
+pub use dyn_store::DynEventStore;
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
 pub use jsonb::jsonb_contains;

@@ -6,6 +6,7 @@ mod common;
 
 mod append;
 mod condition;
+mod dyn_store;
 mod input;
 mod query;
 
