@@ -6,11 +6,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use crate::error::Error;
 use crate::event::{Event, SequencedEvent};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::store::{AppendResult, EventStore};
+use crate::telemetry;
 
 /// The events of `query`, folded into a state of type `S`.
 ///
@@ -392,9 +396,51 @@ where
     M: DecisionModel,
     F: FnMut(M::State) -> Result<Vec<Event>, E>,
 {
+    let span = tracing::debug_span!(
+        target: "dcbstore",
+        "dcbstore.decide",
+        attempts = Empty,
+        conflicts = Empty,
+        outcome = Empty
+    );
+    let mut attempts = 0;
+    let outcome = decide_loop(store, model, policy, &mut decision, &mut attempts)
+        .instrument(span.clone())
+        .await;
+    span.record("attempts", attempts);
+    // Every attempt but a last one that appended, decided nothing or was rejected conflicted.
+    let conflicted = matches!(outcome, Err(DecideError::TooManyConflicts { .. }));
+    span.record("conflicts", attempts.saturating_sub(u32::from(!conflicted)));
+    span.record(
+        "outcome",
+        match &outcome {
+            Ok(Some(_)) => "appended",
+            Ok(None) => "nothing_to_append",
+            Err(DecideError::Rejected(_)) => "rejected",
+            Err(DecideError::TooManyConflicts { .. }) => "too_many_conflicts",
+            Err(_) => "error",
+        },
+    );
+    outcome
+}
+
+/// The read-decide-append loop of [`decide_with`], counting its `attempts`.
+async fn decide_loop<S, M, F, E>(
+    store: &S,
+    model: &M,
+    policy: RetryPolicy,
+    decision: &mut F,
+    attempts_made: &mut u32,
+) -> Result<Option<AppendResult>, DecideError<E>>
+where
+    S: EventStore,
+    M: DecisionModel,
+    F: FnMut(M::State) -> Result<Vec<Event>, E>,
+{
     let query = model.query();
     let attempts = policy.max_attempts.max(1);
     for attempt in 1..=attempts {
+        *attempts_made = attempt;
         let read = store.read(&query, ReadOptions::default()).await?;
         let state = model.fold(read.events());
         let events = decision(state).map_err(DecideError::Rejected)?;
@@ -405,6 +451,7 @@ where
         match store.append(events, Some(condition)).await {
             Ok(appended) => return Ok(Some(appended)),
             Err(e) if e.is_append_condition_failed() => {
+                telemetry::decision_conflicted();
                 if attempt < attempts {
                     tokio::time::sleep(policy.backoff(attempt)).await;
                 }

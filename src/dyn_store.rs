@@ -96,7 +96,7 @@ impl<S: EventStore> DynEventStore for S {
 /// Implements [`EventStore`] for a pointer to a [`DynEventStore`] by delegating to it.
 macro_rules! event_store_for_pointer {
     ($pointer:ident) => {
-        impl EventStore for $pointer<dyn DynEventStore> {
+        impl<'s> EventStore for $pointer<dyn DynEventStore + 's> {
             fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
                 (**self).dyn_read_stream(query, options)
             }

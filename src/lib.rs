@@ -16,6 +16,7 @@ mod query;
 mod snapshot;
 mod store;
 mod streams;
+mod telemetry;
 mod typed;
 mod validate;
 

@@ -19,6 +19,7 @@ use crate::store::{
     AppendResult, EventStore, EventStream, ReadResult, check_append, check_read,
     replay_or_duplicate,
 };
+use crate::telemetry;
 
 /// An event store in memory: for tests of decision logic, examples and prototypes.
 ///
@@ -299,7 +300,10 @@ impl EventStore for MemoryEventStore {
         options: ReadOptions,
     ) -> impl Future<Output = Result<ReadResult>> + Send {
         let (store, query) = (self.clone(), query.clone());
-        async move { store.read_now(query, options) }
+        let items = query.items().len();
+        telemetry::instrument_read(telemetry::MEMORY, items, async move {
+            store.read_now(query, options)
+        })
     }
 
     fn append(
@@ -307,7 +311,10 @@ impl EventStore for MemoryEventStore {
         events: impl IntoIterator<Item = Event>,
         condition: Option<AppendCondition>,
     ) -> impl Future<Output = Result<AppendResult>> + Send {
-        let (store, events) = (self.clone(), events.into_iter().collect());
-        async move { store.append_now(events, condition.as_ref()) }
+        let (store, events): (_, Vec<Event>) = (self.clone(), events.into_iter().collect());
+        let (count, guarded) = (events.len(), condition.is_some());
+        telemetry::instrument_append(telemetry::MEMORY, count, guarded, async move {
+            store.append_now(events, condition.as_ref())
+        })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -17,6 +18,7 @@ use super::sql::{self, SchemaName, Statement};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::store::{AppendResult, replay_or_duplicate};
+use crate::telemetry;
 
 /// An append checked and compiled (its SQL and lock plan), ready to run in a transaction.
 pub(super) struct CompiledAppend {
@@ -208,9 +210,14 @@ pub(super) async fn run_transaction(
         steps.push((prepared, insert.values()));
     }
     let lock_values = lock.values();
+    let started = Instant::now();
     let (begun, locked, answers, committed) = futures::join!(
         client.batch_execute(&appends[0].begin),
-        client.query(&lock_prepared, &lock_values),
+        async {
+            let locked = client.query(&lock_prepared, &lock_values).await;
+            telemetry::locks_held_after(started.elapsed());
+            locked
+        },
         join_all(
             steps
                 .iter()

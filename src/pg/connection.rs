@@ -7,6 +7,7 @@ use tokio_postgres::NoTls;
 use tracing::debug;
 
 use crate::error::Result;
+use crate::telemetry;
 
 /// A connection taken from the pool for one call (a read, a stream, an append).
 ///
@@ -23,8 +24,11 @@ pub(crate) struct Lent {
 impl Lent {
     /// Takes a connection from `pool`.
     pub(crate) async fn take(pool: &Pool) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let object = pool.get().await;
+        telemetry::pool_waited(started.elapsed());
         Ok(Self {
-            object: Some(pool.get().await?),
+            object: Some(object?),
         })
     }
 

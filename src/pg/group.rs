@@ -33,6 +33,7 @@ use super::append::{CompiledAppend, run_transaction};
 use super::connection::Lent;
 use crate::error::{Error, Result};
 use crate::store::AppendResult;
+use crate::telemetry;
 
 /// A group stops growing when the union of its lock keys would pass this many.
 const MAX_GROUP_LOCKS: usize = 256;
@@ -169,6 +170,9 @@ async fn work(
 async fn run_group(pool: &Pool, mut group: Vec<Request>) {
     // Callers that have gone before their append started: it never runs.
     group.retain(|r| !r.reply.is_closed());
+    if !group.is_empty() {
+        telemetry::group_ran(group.len());
+    }
     if group.len() <= 1 {
         let Some(Request { append, mut reply }) = group.pop() else {
             return;

@@ -1,7 +1,8 @@
 //! [`PgEventStore::migrate`]: the schema, versioned, applied once.
 
 use tokio_postgres::GenericClient;
-use tracing::debug;
+use tracing::field::Empty;
+use tracing::{Instrument, debug};
 
 use super::PgEventStore;
 use crate::error::{Error, Result};
@@ -33,10 +34,23 @@ impl PgEventStore {
     /// # }
     /// ```
     pub async fn migrate(&self) -> Result<()> {
+        let span = tracing::debug_span!(
+            target: "dcbstore",
+            "dcbstore.migrate",
+            schema = self.schema(),
+            applied = Empty
+        );
+        let applied = self.migrate_once().instrument(span.clone()).await?;
+        span.record("applied", applied);
+        Ok(())
+    }
+
+    /// Applies the DDL unless the schema is current; whether it did.
+    async fn migrate_once(&self) -> Result<bool> {
         const CONTEXT: &str = "migrating the schema";
         let mut client = self.pool.get().await?;
         if self.schema_version(&**client).await? >= SCHEMA_VERSION {
-            return Ok(());
+            return Ok(false);
         }
         let tx = client.transaction().await.map_err(Error::db(CONTEXT))?;
         let schema = self.config.schema.quoted();
@@ -51,7 +65,7 @@ impl PgEventStore {
             .map_err(Error::db(CONTEXT))?;
         // Another process may have migrated while this one waited for the lock.
         if self.schema_version(&*tx).await? >= SCHEMA_VERSION {
-            return Ok(());
+            return Ok(false);
         }
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema};"
@@ -63,7 +77,7 @@ impl PgEventStore {
             .map_err(Error::db(CONTEXT))?;
         tx.commit().await.map_err(Error::db(CONTEXT))?;
         debug!(schema = self.schema(), version = SCHEMA_VERSION, "migrated");
-        Ok(())
+        Ok(true)
     }
 
     /// The version recorded in the schema, 0 when there is none (no schema, or one that predates

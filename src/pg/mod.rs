@@ -16,6 +16,7 @@ use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{POSTGRES, Snapshot};
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
+use crate::telemetry;
 use append::CompiledAppend;
 use connection::Lent;
 use group::GroupCommit;
@@ -554,13 +555,14 @@ impl EventStore for PgEventStore {
         // Checked before a connection is taken: bad input takes none.
         let statement = self.compile_read_seen(query, &options);
         let (pool, query) = (self.pool.clone(), query.clone());
-        async move {
+        let items = query.items().len();
+        telemetry::instrument_read(telemetry::POSTGRES, items, async move {
             let statement = statement?;
             let client = Lent::take(&pool).await?;
             let read = read_seen(&***client, &statement, query, options).await?;
             client.release();
             Ok(read)
-        }
+        })
     }
 
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
@@ -597,8 +599,12 @@ impl EventStore for PgEventStore {
         events: impl IntoIterator<Item = Event>,
         condition: Option<AppendCondition>,
     ) -> impl Future<Output = Result<AppendResult>> + Send {
-        let prepared = self.compile_append(events.into_iter().collect(), condition.as_ref());
+        let events: Vec<Event> = events.into_iter().collect();
+        let (count, guarded) = (events.len(), condition.is_some());
+        let prepared = self.compile_append(events, condition.as_ref());
         let (pool, group) = (self.pool.clone(), self.group.clone());
-        async move { group.append(&pool, prepared?).await }
+        telemetry::instrument_append(telemetry::POSTGRES, count, guarded, async move {
+            group.append(&pool, prepared?).await
+        })
     }
 }
