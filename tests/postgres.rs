@@ -489,3 +489,58 @@ async fn an_oversized_append_holds_up_the_guards_on_its_keys_not_the_store() {
     let err = guarded(&store, "wide:33").await.unwrap_err();
     assert!(err.is_append_condition_failed(), "{err}");
 }
+
+/// Behind a pooler in transaction mode a connection's prepared statements do not follow the
+/// client: with preparation off, appends (alone and grouped, guarded or not) leave none on the
+/// connection, and behave the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_without_prepared_statements_leave_none_on_the_connection() {
+    for prepare in [true, false] {
+        let store = common::store_with_pool(1)
+            .await
+            .with_prepared_statements(prepare);
+        let claim = |tag: &str| {
+            let store = store.clone();
+            let query = Query::from(QueryItem::tagged([tag.to_string()]));
+            let claimed = event("Claimed", &[tag], json!({}));
+            async move {
+                store
+                    .append([claimed], Some(AppendCondition::new(query, None)))
+                    .await
+            }
+        };
+        let (a, b, c, d) = tokio::join!(
+            claim("slot:a"),
+            claim("slot:a"),
+            store.append([event("Plain", &["p"], json!({}))], None),
+            store.append([event("Plain", &["p"], json!({}))], None),
+        );
+        assert_eq!(
+            u8::from(a.is_ok()) + u8::from(b.is_ok()),
+            1,
+            "one claim wins"
+        );
+        c.unwrap();
+        d.unwrap();
+        assert_eq!(common::row_count(&store).await, 3);
+        let client = store.pool().get().await.unwrap();
+        // A simple query: it prepares nothing itself.
+        let rows = client
+            .simple_query("SELECT count(*) FROM pg_prepared_statements")
+            .await
+            .unwrap();
+        let kept: i64 = rows
+            .iter()
+            .find_map(|m| match m {
+                dcbstore::tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+                _ => None,
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert_eq!(
+            kept > 0,
+            prepare,
+            "{kept} prepared statements with prepare = {prepare}"
+        );
+    }
+}

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
@@ -34,6 +35,8 @@ pub(super) struct CompiledAppend {
     pub(super) after: Option<Option<u64>>,
     /// `BEGIN` with the store's time bounds.
     pub(super) begin: Arc<str>,
+    /// Whether its statements are prepared on the connection (else sent with their types).
+    pub(super) prepare: bool,
 }
 
 impl CompiledAppend {
@@ -187,42 +190,49 @@ pub(super) async fn run_transaction(
         .collect();
     let merged = (unguarded.len() > 1).then(|| unguarded_group(&unguarded));
     let alone = |append: &CompiledAppend| merged.is_none() || append.guarded;
-    let prepare = Error::db("preparing the append");
-    let lock_prepared = client
-        .prepare_typed_cached(&lock.sql, lock.types())
-        .await
-        .map_err(&prepare)?;
-    // The merged unguarded appends, then each other append's insert, in order.
-    let mut steps = Vec::with_capacity(appends.len() + 1);
+    // The lock statement, the merged unguarded appends, then each other append's insert.
+    let merged_types = [Type::JSONB];
+    let mut steps: Vec<(&str, &[Type], Vec<&(dyn ToSql + Sync)>)> =
+        vec![(&lock.sql, lock.types(), lock.values())];
     if let Some((sql, events)) = &merged {
-        let prepared = client
-            .prepare_typed_cached(sql, &[Type::JSONB])
-            .await
-            .map_err(&prepare)?;
-        steps.push((prepared, vec![events as &(dyn ToSql + Sync)]));
+        steps.push((sql, &merged_types, vec![events as &(dyn ToSql + Sync)]));
     }
     for append in appends.iter().filter(|a| alone(a)) {
         let insert = &append.insert;
-        let prepared = client
-            .prepare_typed_cached(&insert.sql, insert.types())
-            .await
-            .map_err(&prepare)?;
-        steps.push((prepared, insert.values()));
+        steps.push((&insert.sql, insert.types(), insert.values()));
     }
-    let lock_values = lock.values();
+    // Named statements, prepared once per connection; or each sent with its parameters' types.
+    let prepared = if appends[0].prepare {
+        let mut prepared = Vec::with_capacity(steps.len());
+        for (sql, types, _) in &steps {
+            let statement = client.prepare_typed_cached(sql, types).await;
+            prepared.push(statement.map_err(Error::db("preparing the append"))?);
+        }
+        Some(prepared)
+    } else {
+        None
+    };
+    let typed: Vec<Vec<(&(dyn ToSql + Sync), Type)>> = steps
+        .iter()
+        .map(|(_, types, values)| values.iter().copied().zip(types.iter().cloned()).collect())
+        .collect();
+    let mut queries = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (sql, _, values))| match &prepared {
+            Some(prepared) => client.query(&prepared[i], values).boxed(),
+            None => client.query_typed(sql, &typed[i]).boxed(),
+        });
+    let lock_query = queries.next().expect("the lock statement");
     let started = Instant::now();
     let (begun, locked, answers, committed) = futures::join!(
         client.batch_execute(&appends[0].begin),
         async {
-            let locked = client.query(&lock_prepared, &lock_values).await;
+            let locked = lock_query.await;
             telemetry::locks_held_after(started.elapsed());
             locked
         },
-        join_all(
-            steps
-                .iter()
-                .map(|(statement, values)| client.query(statement, values))
-        ),
+        join_all(queries),
         client.batch_execute("COMMIT"),
     );
     begun.map_err(Error::db("starting the append's transaction"))?;

@@ -103,6 +103,8 @@ struct Config {
     max_batch_size: usize,
     lock_timeout: Duration,
     statement_timeout: Duration,
+    /// Whether appends use named prepared statements (off behind transaction-mode poolers).
+    prepare: bool,
     /// What starts an append's transaction: `BEGIN` and its time bounds, one simple query.
     begin: Arc<str>,
 }
@@ -114,6 +116,19 @@ impl Config {
         lock_timeout: Duration,
         statement_timeout: Duration,
     ) -> Self {
+        Self {
+            schema,
+            max_batch_size,
+            lock_timeout,
+            statement_timeout,
+            prepare: true,
+            begin: Arc::from(""),
+        }
+        .timed(lock_timeout, statement_timeout)
+    }
+
+    /// The same configuration with other time bounds.
+    fn timed(&self, lock_timeout: Duration, statement_timeout: Duration) -> Self {
         let begin = format!(
             "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
              SET LOCAL statement_timeout = {}",
@@ -121,11 +136,10 @@ impl Config {
             statement_timeout.as_millis().max(1)
         );
         Self {
-            schema,
-            max_batch_size,
             lock_timeout,
             statement_timeout,
             begin: begin.into(),
+            ..self.clone()
         }
     }
 }
@@ -298,14 +312,7 @@ impl PgEventStore {
     /// # }
     /// ```
     pub fn with_lock_timeout(self, timeout: Duration) -> Self {
-        self.configured(|c| {
-            Config::new(
-                c.schema.clone(),
-                c.max_batch_size,
-                timeout,
-                c.statement_timeout,
-            )
-        })
+        self.configured(|c| c.timed(timeout, c.statement_timeout))
     }
 
     /// The same store bounding each statement of an append (default
@@ -321,9 +328,7 @@ impl PgEventStore {
     /// # }
     /// ```
     pub fn with_statement_timeout(self, timeout: Duration) -> Self {
-        self.configured(|c| {
-            Config::new(c.schema.clone(), c.max_batch_size, c.lock_timeout, timeout)
-        })
+        self.configured(|c| c.timed(c.lock_timeout, timeout))
     }
 
     /// How long an append waits for its locks.
@@ -386,6 +391,36 @@ impl PgEventStore {
             max_batch_size: max,
             ..c.clone()
         })
+    }
+
+    /// The same store with appends using named prepared statements (`true`, the default: each
+    /// statement is parsed once per connection) or not (`false`: every statement travels with its
+    /// parameters' types, one round trip, nothing kept on the connection). Turn it off behind a
+    /// pooler in transaction mode (e.g. PgBouncer), where a connection's prepared statements do
+    /// not follow the client. Reads never prepare.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// let store = store.with_prepared_statements(false);
+    /// assert!(!store.prepared_statements());
+    /// # }
+    /// ```
+    pub fn with_prepared_statements(self, prepare: bool) -> Self {
+        self.configured(|c| Config {
+            prepare,
+            ..c.clone()
+        })
+    }
+
+    /// Whether appends use named prepared statements.
+    ///
+    /// ```no_run
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// assert!(store.prepared_statements());
+    /// # }
+    /// ```
+    pub fn prepared_statements(&self) -> bool {
+        self.config.prepare
     }
 
     /// The schema this store lives in.
@@ -541,6 +576,7 @@ impl PgEventStore {
             insert: sql::insert_events(schema, &events, guard),
             after: condition.map(|c| c.after),
             begin: self.config.begin.clone(),
+            prepare: self.config.prepare,
             events,
         })
     }
