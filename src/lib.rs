@@ -30,8 +30,9 @@ pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;
 pub use options::ReadOptions;
 pub use pg::{
-    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_TIMEOUT,
-    DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
+    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_SIZE,
+    DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
+    PgEventStoreBuilder,
 };
 pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
 pub use snapshot::ReadSnapshot;

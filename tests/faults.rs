@@ -11,27 +11,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dcbstore::{AppendCondition, Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
+use dcbstore::{
+    AppendCondition, Event, EventStore, PgEventStore, PgEventStoreBuilder, Query, QueryItem,
+    ReadOptions,
+};
 use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
 use common::event;
 
-/// A store made by `PgEventStore::connect` (its default pool and timeouts) in a fresh schema,
+/// A store made by the builder (a pool of 8, bounded waits) in a fresh schema,
 /// whose connections carry the schema's name as `application_name`, so that a killer can find
 /// exactly them.
 async fn connected_store() -> PgEventStore {
     let schema = common::test_schema();
-    let url = common::database_url();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let store = PgEventStore::connect(&format!("{url}{separator}application_name={schema}"))
+    let mut server: dcbstore::tokio_postgres::Config = common::database_url().parse().unwrap();
+    server.application_name(&schema);
+    let store = PgEventStoreBuilder::new(server)
+        .pool_size(8)
+        .schema(&schema)
+        .lock_timeout(Duration::from_secs(1))
+        .statement_timeout(Duration::from_secs(2))
+        .connect()
         .await
-        .expect("connecting")
-        .with_schema(&schema)
-        .expect("a valid schema name")
-        .with_lock_timeout(Duration::from_secs(1))
-        .with_statement_timeout(Duration::from_secs(2));
+        .expect("connecting");
     common::emptied(store).await
 }
 

@@ -544,3 +544,45 @@ async fn appends_without_prepared_statements_leave_none_on_the_connection() {
         );
     }
 }
+
+/// The builder sets the pool and the store in one place, and checks the schema name before it
+/// opens anything.
+#[tokio::test]
+async fn the_builder_configures_pool_and_store() {
+    let schema = common::test_schema();
+    let store = dcbstore::PgEventStore::builder(common::database_url())
+        .unwrap()
+        .pool_size(3)
+        .pool_timeout(Duration::from_millis(700))
+        .schema(&schema)
+        .max_batch_size(10)
+        .lock_timeout(Duration::from_millis(300))
+        .statement_timeout(Duration::from_secs(3))
+        .max_group_size(4)
+        .groups_in_flight(1)
+        .prepared_statements(false)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(store.pool().status().max_size, 3);
+    assert_eq!(store.schema(), schema);
+    assert_eq!(store.max_batch_size(), 10);
+    assert_eq!(store.lock_timeout(), Duration::from_millis(300));
+    assert_eq!(store.statement_timeout(), Duration::from_secs(3));
+    assert_eq!((store.max_group_size(), store.groups_in_flight()), (4, 1));
+    assert!(!store.prepared_statements());
+    let store = common::emptied(store).await;
+    store
+        .append([event("Built", &["b"], json!({}))], None)
+        .await
+        .unwrap();
+    assert_eq!(common::row_count(&store).await, 1);
+
+    let err = dcbstore::PgEventStore::builder(common::database_url())
+        .unwrap()
+        .schema("Not A Schema")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+}

@@ -4,9 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use futures::{StreamExt, TryStreamExt, stream};
-use tokio_postgres::{GenericClient, NoTls, Transaction};
+use tokio_postgres::{GenericClient, Transaction};
 
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
@@ -18,6 +18,7 @@ use crate::snapshot::{POSTGRES, Snapshot};
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
 use crate::telemetry;
 use append::CompiledAppend;
+pub use builder::{DEFAULT_POOL_SIZE, PgEventStoreBuilder};
 use connection::Lent;
 use group::GroupCommit;
 use locks::LockPlan;
@@ -25,6 +26,7 @@ use read::{decode, read_seen};
 use sql::{Guard, SchemaName, Statement};
 
 mod append;
+mod builder;
 mod connection;
 mod group;
 mod locks;
@@ -155,9 +157,10 @@ impl std::fmt::Debug for PgEventStore {
 }
 
 impl PgEventStore {
-    /// Connects to `url` (a libpq-style connection string or URL) with a pool of deadpool's
-    /// default size, in the default schema [`DEFAULT_SCHEMA`]. One connection is opened right
-    /// away, so a wrong URL fails here. Every wait of the pool is bounded by
+    /// Connects to `url` (a libpq-style connection string or URL) without TLS, with a pool of
+    /// [`DEFAULT_POOL_SIZE`] connections, in the default schema [`DEFAULT_SCHEMA`]: the defaults of
+    /// [`PgEventStore::builder`], which sets all of these. One connection is opened right away,
+    /// so a wrong URL fails here. Every wait of the pool is bounded by
     /// [`DEFAULT_POOL_TIMEOUT`] (for a free connection, to open one, to check one): past it a
     /// call fails with a retryable [`Error::Pool`]. Appends are bounded by
     /// [`DEFAULT_LOCK_TIMEOUT`] and [`DEFAULT_STATEMENT_TIMEOUT`]
@@ -174,33 +177,32 @@ impl PgEventStore {
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self> {
-        let pg_config: tokio_postgres::Config =
+        Self::builder(url)?.connect().await
+    }
+
+    /// A [`PgEventStoreBuilder`] for the server at `url` (`postgres://user:password@host/db`
+    /// or `host=… user=…`): pool size and timeouts, TLS, schema and the store's settings, then
+    /// `connect`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL.
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder("postgres://postgres@localhost/postgres")?
+    ///     .pool_size(8)
+    ///     .schema("tenant_42");
+    /// assert!(dcbstore::PgEventStore::builder("not a url ::: at all").is_err());
+    /// # Ok::<(), dcbstore::Error>(())
+    /// ```
+    pub fn builder(url: &str) -> Result<PgEventStoreBuilder> {
+        let server: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| Error::Config {
                     message: e.to_string(),
                     source: e.into(),
                 })?;
-        let manager = Manager::from_config(
-            pg_config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .timeouts(deadpool_postgres::Timeouts {
-                wait: Some(DEFAULT_POOL_TIMEOUT),
-                create: Some(DEFAULT_POOL_TIMEOUT),
-                recycle: Some(DEFAULT_POOL_TIMEOUT),
-            })
-            .build()
-            .map_err(|e| Error::Config {
-                message: e.to_string(),
-                source: e.into(),
-            })?;
-        drop(pool.get().await?);
-        Ok(Self::from_pool(pool))
+        Ok(PgEventStoreBuilder::new(server))
     }
 
     /// A store over an existing pool, in the default schema [`DEFAULT_SCHEMA`].
