@@ -74,6 +74,7 @@ pub enum Error {
 
     /// The database reported an error, or the connection to it failed. `Display` gives the
     /// server's message and SQLSTATE (or the driver's error and its cause).
+    #[cfg(feature = "postgres")]
     #[error("database error while {context}: {}", Driver(source))]
     Database {
         /// What the store was doing.
@@ -85,6 +86,7 @@ pub enum Error {
 
     /// No connection could be taken from the pool: it timed out, is closed, or opening a
     /// connection failed (then `Display` gives what the server or the driver said).
+    #[cfg(feature = "postgres")]
     #[error("could not get a connection from the pool: {}", PoolCause(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
 
@@ -174,7 +176,9 @@ impl Error {
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
+            #[cfg(feature = "postgres")]
             Error::Database { source, .. } => transient(source),
+            #[cfg(feature = "postgres")]
             Error::Pool(pool) => match pool {
                 deadpool_postgres::PoolError::Timeout(_) => true,
                 deadpool_postgres::PoolError::Backend(source) => transient(source),
@@ -190,6 +194,7 @@ impl Error {
     /// ```
     /// assert!(dcbstore::Error::AppendConditionFailed { after: None }.sql_state().is_none());
     /// ```
+    #[cfg(feature = "postgres")]
     pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
             Error::Database { source, .. }
@@ -198,6 +203,7 @@ impl Error {
         }
     }
 
+    #[cfg(feature = "postgres")]
     pub(crate) fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
         move |source| Error::Database { context, source }
     }
@@ -205,6 +211,7 @@ impl Error {
 
 /// Whether a driver error is about the moment (the connection, a lock, a conflict with another
 /// transaction) rather than the statement.
+#[cfg(feature = "postgres")]
 fn transient(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     match e.code() {
@@ -230,14 +237,17 @@ fn transient(e: &tokio_postgres::Error) -> bool {
 }
 
 /// A driver error as [`Driver`] shows it, e.g. for the message of an [`Error::Decode`].
+#[cfg(feature = "postgres")]
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     Driver(e).to_string()
 }
 
 /// A driver error as an operator wants to read it: the server's severity, message, SQLSTATE and
 /// detail, or the driver's error and its cause.
+#[cfg(feature = "postgres")]
 struct Driver<'a>(&'a tokio_postgres::Error);
 
+#[cfg(feature = "postgres")]
 impl fmt::Display for Driver<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_db_error() {
@@ -266,8 +276,10 @@ impl fmt::Display for Driver<'_> {
 }
 
 /// A pool error with the driver's error in full when opening a connection failed.
+#[cfg(feature = "postgres")]
 struct PoolCause<'a>(&'a deadpool_postgres::PoolError);
 
+#[cfg(feature = "postgres")]
 impl fmt::Display for PoolCause<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {

@@ -11,6 +11,7 @@ mod jsonb;
 pub mod limits;
 mod memory;
 mod options;
+#[cfg(feature = "postgres")]
 mod pg;
 mod query;
 mod snapshot;
@@ -29,6 +30,7 @@ pub use jsonb::jsonb_contains;
 pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;
 pub use options::ReadOptions;
+#[cfg(feature = "postgres")]
 pub use pg::{
     DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_SIZE,
     DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
@@ -42,5 +44,7 @@ pub use typed::DomainEvent;
 
 /// The PostgreSQL driver and pool this crate is built on, re-exported so that callers use the
 /// same versions (e.g. for [`PgEventStore::append_in`]).
+#[cfg(feature = "postgres")]
 pub use deadpool_postgres;
+#[cfg(feature = "postgres")]
 pub use tokio_postgres;

@@ -28,7 +28,9 @@
 //! `examples/observability.rs` prints them.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+#[cfg(feature = "postgres")]
+use std::time::Duration;
+use std::time::Instant;
 
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -37,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::store::{AppendResult, ReadResult};
 
 /// The label value of the PostgreSQL backend.
+#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &str = "postgres";
 /// The label value of the in-memory backend.
 pub(crate) const MEMORY: &str = "memory";
@@ -123,16 +126,19 @@ pub(crate) fn instrument_read(
 }
 
 /// A wait for a pooled connection.
+#[cfg(feature = "postgres")]
 pub(crate) fn pool_waited(waited: Duration) {
     metrics::histogram!("dcbstore_pool_wait_seconds", "backend" => POSTGRES).record(waited);
 }
 
 /// An append transaction's wait from `BEGIN` until its locks were held.
+#[cfg(feature = "postgres")]
 pub(crate) fn locks_held_after(waited: Duration) {
     metrics::histogram!("dcbstore_lock_wait_seconds", "backend" => POSTGRES).record(waited);
 }
 
 /// A group-commit transaction of `size` appends.
+#[cfg(feature = "postgres")]
 pub(crate) fn group_ran(size: usize) {
     metrics::histogram!("dcbstore_group_size", "backend" => POSTGRES).record(size as f64);
 }
