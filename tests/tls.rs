@@ -1,0 +1,120 @@
+//! TLS: the builder connects through any `tokio-postgres` TLS connector (rustls here). The
+//! server's certificate is self-signed on a development machine, so this test trusts any
+//! certificate; an application passes its roots instead.
+
+mod common;
+
+use std::sync::Arc;
+
+use dcbstore::{EventStore, PgEventStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use serde_json::json;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// Accepts the server's certificate whoever signed it, still checking its signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn rustls_connector() -> MakeRustlsConnect {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    MakeRustlsConnect::new(config)
+}
+
+/// With `sslmode=require`, a store built with a TLS connector talks TLS on every pooled
+/// connection (the server says so in `pg_stat_ssl`) and works as any other; a server without TLS
+/// refuses with an error that says why.
+#[tokio::test]
+async fn the_builder_connects_over_tls() {
+    let url = common::database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let builder = PgEventStore::builder(&format!("{url}{separator}sslmode=require"))
+        .unwrap()
+        .pool_size(2)
+        .schema(&common::test_schema());
+    let plain = common::store().await;
+    let server_has_tls = {
+        let client = plain.pool().get().await.unwrap();
+        let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        ssl == "on"
+    };
+    let connected = builder.connect_with_tls(rustls_connector()).await;
+    if !server_has_tls {
+        let err = connected.unwrap_err();
+        assert!(
+            err.to_string().contains("TLS") || err.to_string().contains("SSL"),
+            "{err}"
+        );
+        return;
+    }
+    let store = common::emptied(connected.unwrap()).await;
+    let client = store.pool().get().await.unwrap();
+    let over_tls: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(over_tls, "the pooled connection does not use TLS");
+    drop(client);
+    let written = store
+        .append([common::event("Encrypted", &["tls"], json!({}))], None)
+        .await
+        .unwrap();
+    assert_eq!(written.positions().len(), 1);
+}
