@@ -46,5 +46,8 @@ pub use typed::DomainEvent;
 /// same versions (e.g. for [`PgEventStore::append_in`]).
 #[cfg(feature = "postgres")]
 pub use deadpool_postgres;
+/// The TLS library of [`PgEventStoreBuilder::connect_with_rustls`] (feature `rustls`).
+#[cfg(feature = "rustls")]
+pub use rustls;
 #[cfg(feature = "postgres")]
 pub use tokio_postgres;

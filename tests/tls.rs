@@ -1,18 +1,19 @@
-//! TLS: the builder connects through any `tokio-postgres` TLS connector (rustls here). The
-//! server's certificate is self-signed on a development machine, so this test trusts any
-//! certificate; an application passes its roots instead.
+//! TLS (feature `rustls`): the builder connects with rustls. The server's certificate is
+//! self-signed on a development machine, so this test trusts any certificate; an application
+//! passes its roots instead.
 
 mod common;
 
 use std::sync::Arc;
 
+use dcbstore::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use dcbstore::rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use dcbstore::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use dcbstore::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use dcbstore::{EventStore, PgEventStore};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Accepts the server's certificate whoever signed it, still checking its signatures.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ impl ServerCertVerifier for AnyCertificate {
         _: &ServerName<'_>,
         _: &[u8],
         _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<ServerCertVerified, dcbstore::rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
@@ -35,7 +36,7 @@ impl ServerCertVerifier for AnyCertificate {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    ) -> Result<HandshakeSignatureValid, dcbstore::rustls::Error> {
         verify_tls12_signature(
             message,
             cert,
@@ -49,7 +50,7 @@ impl ServerCertVerifier for AnyCertificate {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    ) -> Result<HandshakeSignatureValid, dcbstore::rustls::Error> {
         verify_tls13_signature(
             message,
             cert,
@@ -63,15 +64,14 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-fn rustls_connector() -> MakeRustlsConnect {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider.clone())
+fn trusting_any_certificate() -> ClientConfig {
+    let provider = Arc::new(dcbstore::rustls::crypto::ring::default_provider());
+    ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    MakeRustlsConnect::new(config)
+        .with_no_client_auth()
 }
 
 /// With `sslmode=require`, a store built with a TLS connector talks TLS on every pooled
@@ -91,7 +91,9 @@ async fn the_builder_connects_over_tls() {
         let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
         ssl == "on"
     };
-    let connected = builder.connect_with_tls(rustls_connector()).await;
+    let connected = builder
+        .connect_with_rustls(trusting_any_certificate())
+        .await;
     if !server_has_tls {
         let err = connected.unwrap_err();
         assert!(

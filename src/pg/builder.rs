@@ -187,6 +187,35 @@ impl PgEventStoreBuilder {
         self.connect_with_tls(NoTls).await
     }
 
+    /// Opens the pool over TLS with rustls (feature `rustls`): `config` says which servers to
+    /// trust (e.g. the platform's roots, or your CA). Whether TLS is required is the server
+    /// settings' `sslmode` (`require` to refuse a server without it).
+    ///
+    /// # Errors
+    ///
+    /// As [`PgEventStoreBuilder::connect`]; a failed TLS handshake is an [`Error::Pool`].
+    ///
+    /// ```no_run
+    /// # async fn run(roots: dcbstore::rustls::RootCertStore) -> dcbstore::Result<()> {
+    /// let config = dcbstore::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    ///     dcbstore::rustls::crypto::ring::default_provider(),
+    /// ))
+    /// .with_safe_default_protocol_versions()
+    /// .expect("TLS 1.2 and 1.3")
+    /// .with_root_certificates(roots)
+    /// .with_no_client_auth();
+    /// let store = dcbstore::PgEventStore::builder("postgres://app@db.example.com/app?sslmode=require")?
+    ///     .connect_with_rustls(config)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "rustls")]
+    pub async fn connect_with_rustls(self, config: rustls::ClientConfig) -> Result<PgEventStore> {
+        self.connect_with_tls(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+            .await
+    }
+
     /// Opens the pool with `tls` (e.g. a `tokio_postgres_rustls::MakeRustlsConnect` or a
     /// `postgres_native_tls::MakeTlsConnector`, from the crate of your choice) and checks that
     /// one connection opens. Whether TLS is required is the server settings' `sslmode`.
