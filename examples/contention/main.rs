@@ -23,8 +23,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use dcbstore::tokio_postgres::{self, NoTls};
 use dcbstore::{AppendCondition, Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
 use futures::TryStreamExt;
 use serde_json::{Value, json};
@@ -351,21 +349,29 @@ where
     Ok(total)
 }
 
-fn pool(url: &str, size: usize) -> Result<Pool, BoxError> {
-    let config: tokio_postgres::Config = url.parse()?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager).max_size(size).build()?)
+/// A store in `schema` behind a pool of `size` connections, grouping appends as `group` says.
+async fn store_at(
+    url: &str,
+    schema: &str,
+    size: usize,
+    (group, in_flight): (usize, usize),
+) -> Result<PgEventStore, BoxError> {
+    Ok(PgEventStore::builder(url)?
+        .pool_size(size)
+        .schema(schema)
+        .max_group_size(group)
+        .groups_in_flight(in_flight)
+        .connect()
+        .await?)
 }
 
 /// A store in `schema`, dropped and recreated.
 async fn fresh_store(url: &str, schema: &str, pool_size: usize) -> Result<PgEventStore, BoxError> {
-    let store = PgEventStore::from_pool(pool(url, pool_size)?).with_schema(schema)?;
+    let defaults = (
+        dcbstore::DEFAULT_MAX_GROUP_SIZE,
+        dcbstore::DEFAULT_GROUPS_IN_FLIGHT,
+    );
+    let store = store_at(url, schema, pool_size, defaults).await?;
     let client = store.pool().get().await?;
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
@@ -376,16 +382,13 @@ async fn fresh_store(url: &str, schema: &str, pool_size: usize) -> Result<PgEven
 }
 
 /// The same store (and data) behind a pool of `size` connections.
-fn resized(
+async fn resized(
     url: &str,
     store: &PgEventStore,
     size: usize,
-    (group, in_flight): (usize, usize),
+    group: (usize, usize),
 ) -> Result<PgEventStore, BoxError> {
-    Ok(PgEventStore::from_pool(pool(url, size)?)
-        .with_schema(store.schema())?
-        .with_max_group_size(group)
-        .with_groups_in_flight(in_flight))
+    store_at(url, store.schema(), size, group).await
 }
 
 /// Loads events `from..=to` with `load.sql`; large loads drop the secondary indexes first and
@@ -465,7 +468,7 @@ impl Bench {
 
     /// The contention store behind a pool of one connection per writer, and its size now.
     async fn contention_store(&self, writers: usize) -> Result<(PgEventStore, u64), BoxError> {
-        let store = resized(&self.url, &self.contention, writers, self.args.group)?;
+        let store = resized(&self.url, &self.contention, writers, self.args.group).await?;
         let in_store = Self::head(&store).await?;
         Ok((store, in_store))
     }
@@ -475,7 +478,7 @@ impl Bench {
     }
 
     async fn raw_insert(&mut self, writers: usize) -> Result<Report, BoxError> {
-        let raw = resized(&self.url, &self.raw, writers, self.args.group)?;
+        let raw = resized(&self.url, &self.raw, writers, self.args.group).await?;
         let in_store = Self::head(&raw).await?;
         let sql = format!(
             "INSERT INTO \"{}\".events (event_id, event_type, tags, payload) VALUES ($1, $2, $3, $4)",
@@ -787,7 +790,7 @@ impl Bench {
 
     async fn read_throughput(&mut self) -> Result<Vec<Report>, BoxError> {
         let size = if self.args.quick { 10_000 } else { 1_000_000 };
-        let store = PgEventStore::from_pool(pool(&self.url, 2)?).with_schema("bench_guard")?;
+        let store = store_at(&self.url, "bench_guard", 2, self.args.group).await?;
         store.migrate().await?;
         let have = Self::head(&store).await?;
         if have < size {
@@ -991,7 +994,7 @@ async fn main() -> Result<(), BoxError> {
         load(&raw, 1, args.events).await?;
         (contention, raw)
     } else {
-        let s = PgEventStore::from_pool(pool(&url, 1)?);
+        let s = store_at(&url, dcbstore::DEFAULT_SCHEMA, 1, args.group).await?;
         (s.clone(), s)
     };
     let mut bench = Bench {
