@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use crate::condition::AppendCondition;
 use crate::error::Result;
 use crate::event::Event;
+use crate::feed::{Checkpoint, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult};
@@ -65,6 +66,18 @@ pub trait DynEventStore: Send + Sync {
     ///
     /// As [`EventStore::head`].
     fn dyn_head(&self) -> BoxFuture<'_, Result<Option<u64>>>;
+
+    /// [`EventStore::feed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::feed`].
+    fn dyn_feed<'a>(
+        &'a self,
+        query: &'a Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<FeedPage>>;
 }
 
 impl<S: EventStore> DynEventStore for S {
@@ -90,6 +103,15 @@ impl<S: EventStore> DynEventStore for S {
 
     fn dyn_head(&self) -> BoxFuture<'_, Result<Option<u64>>> {
         self.head().boxed()
+    }
+
+    fn dyn_feed<'a>(
+        &'a self,
+        query: &'a Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<FeedPage>> {
+        self.feed(query, after, limit).boxed()
     }
 }
 
@@ -121,6 +143,16 @@ macro_rules! event_store_for_pointer {
 
             fn head(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
                 (**self).dyn_head()
+            }
+
+            fn feed(
+                &self,
+                query: &Query,
+                after: Option<Checkpoint>,
+                limit: usize,
+            ) -> impl Future<Output = Result<FeedPage>> + Send {
+                let query = query.clone();
+                async move { (**self).dyn_feed(&query, after, limit).await }
             }
         }
     };

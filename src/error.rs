@@ -395,6 +395,20 @@ pub enum InvalidInput {
         /// The backend the snapshot comes from.
         found: &'static str,
     },
+    /// A [`Checkpoint`](crate::Checkpoint) could not be read back from its text form.
+    #[error("{0:?} is not a checkpoint (expected mem:<position> or pg:<transaction>:<position>)")]
+    InvalidCheckpoint(String),
+    /// A feed was asked for pages of no event.
+    #[error("a feed page must hold at least one event (limit 0)")]
+    ZeroFeedLimit,
+    /// A feed was asked to resume from a checkpoint of the other backend.
+    #[error("the checkpoint comes from a {found} feed, this store is {expected}")]
+    ForeignCheckpoint {
+        /// The backend of the store asked.
+        expected: &'static str,
+        /// The backend the checkpoint comes from.
+        found: &'static str,
+    },
     /// [`ReadResult::append_condition`](crate::ReadResult::append_condition) was asked for the
     /// condition of a forward read that stopped at its limit: the decision did not see the
     /// matching events after the last one returned, so any condition derived from it would fail

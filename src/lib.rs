@@ -7,6 +7,7 @@ mod decision;
 mod dyn_store;
 mod error;
 mod event;
+mod feed;
 mod jsonb;
 pub mod limits;
 mod memory;
@@ -26,6 +27,7 @@ pub use decision::{DecideError, DecisionModel, Projection, RetryPolicy, decide, 
 pub use dyn_store::DynEventStore;
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
+pub use feed::{Checkpoint, FeedEvent, FeedPage};
 pub use jsonb::jsonb_contains;
 pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;

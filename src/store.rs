@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use crate::condition::AppendCondition;
 use crate::error::{Error, InvalidInput, Result};
 use crate::event::{Event, SequencedEvent, validate_batch};
+use crate::feed::{Checkpoint, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::ReadSnapshot;
@@ -151,6 +152,53 @@ pub trait EventStore: Send + Sync {
         events: impl IntoIterator<Item = Event>,
         condition: Option<AppendCondition>,
     ) -> impl Future<Output = Result<AppendResult>> + Send;
+
+    /// The events matching `query` in **feed order**, from `after` (`None`: from the start),
+    /// at most `limit` of them: the way to follow the log without skipping.
+    ///
+    /// Reading by position skips events: positions are drawn when a row is inserted, and
+    /// transactions commit in any order, so an event can appear below a position a reader has
+    /// already passed. The feed delivers an event only once every transaction that could still
+    /// write before it in feed order has ended, so each committed event is delivered exactly once
+    /// and never after a checkpoint has passed it. For PostgreSQL, feed order is (writing
+    /// transaction id, position), and the feed stops below the oldest transaction still running
+    /// (`pg_snapshot_xmin`, which spans the whole cluster): a long-running transaction that holds
+    /// a transaction id (e.g. one left open after
+    /// [`PgEventStore::append_in`](crate::PgEventStore::append_in), or any writing transaction
+    /// of another application on the same server) holds the feed back until it ends, so
+    /// consumers lag by the longest such transaction; `pg_stat_activity`'s `backend_xid` and
+    /// `xact_start` show which one. Rolled-back appends leave no hole. For the in-memory store,
+    /// feed order is position order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an invalid query, a `limit` of 0
+    /// or a checkpoint of the other backend; for PostgreSQL,
+    /// [`Error::Pool`](crate::Error::Pool) or [`Error::Database`](crate::Error::Database).
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// for n in 0..3 {
+    ///     store.append([Event::new("Ticked", serde_json::json!({"n": n}))], None).await?;
+    /// }
+    /// let first = store.feed(&Query::all(), None, 2).await?;
+    /// assert_eq!(first.events.len(), 2);
+    /// // Store `first.next` with what the consumer built from the events; resume from it later.
+    /// let rest = store.feed(&Query::all(), Some(first.next), 2).await?;
+    /// assert_eq!(rest.events.len(), 1);
+    /// assert_eq!(rest.events[0].event.payload["n"], 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn feed(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> impl Future<Output = Result<FeedPage>> + Send;
 
     /// The position of the newest event, `None` while the store is empty.
     ///
@@ -580,4 +628,27 @@ impl AppendResult {
     pub fn last_position(&self) -> u64 {
         self.positions[self.positions.len() - 1]
     }
+}
+
+/// Checks a feed's arguments: the query, a positive `limit`, and a checkpoint of `backend`.
+pub(crate) fn check_feed(
+    query: &Query,
+    after: Option<&Checkpoint>,
+    limit: usize,
+    backend: &'static str,
+) -> Result<()> {
+    query.validate()?;
+    if limit == 0 {
+        return Err(InvalidInput::ZeroFeedLimit.into());
+    }
+    if let Some(found) = after.map(Checkpoint::backend)
+        && found != backend
+    {
+        return Err(InvalidInput::ForeignCheckpoint {
+            expected: backend,
+            found,
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -11,12 +11,13 @@ use uuid::Uuid;
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
+use crate::feed::{Checkpoint, FeedEvent, FeedPage, Mark};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{MEMORY, ReadSnapshot, Snapshot};
 use crate::store::{
-    AppendResult, EventStore, EventStream, ReadResult, check_append, check_read,
+    AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
     replay_or_duplicate,
 };
 use crate::telemetry;
@@ -228,6 +229,34 @@ impl MemoryEventStore {
         ))
     }
 
+    /// A page of the feed: appends are atomic under the store's lock, so every event up to the
+    /// head is committed and position order is feed order.
+    fn feed_now(&self, query: &Query, after: Option<Checkpoint>, limit: usize) -> Result<FeedPage> {
+        check_feed(query, after.as_ref(), limit, MEMORY)?;
+        let from = match after.map(|c| c.0) {
+            Some(Mark::Memory { position }) => position,
+            _ => 0, // checked above: no other backend's
+        };
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        let options = ReadOptions::default()
+            .from_position(from.saturating_add(1))
+            .limit(limit);
+        let (events, head) = self.select(query, &options);
+        let full = events.len() as u64 == limit;
+        let events: Vec<FeedEvent> = events
+            .into_iter()
+            .map(|event| FeedEvent {
+                checkpoint: Checkpoint::memory(event.position),
+                event,
+            })
+            .collect();
+        let next = match events.last() {
+            Some(last) if full => last.checkpoint,
+            _ => Checkpoint::memory(head.max(from)),
+        };
+        Ok(FeedPage { events, next })
+    }
+
     fn append_now(
         &self,
         events: Vec<Event>,
@@ -304,6 +333,16 @@ impl EventStore for MemoryEventStore {
         telemetry::instrument_read(telemetry::MEMORY, items, async move {
             store.read_now(query, options)
         })
+    }
+
+    fn feed(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> impl Future<Output = Result<FeedPage>> + Send {
+        let (store, query) = (self.clone(), query.clone());
+        async move { store.feed_now(&query, after, limit) }
     }
 
     fn append(

@@ -11,18 +11,21 @@ use tokio_postgres::{GenericClient, Transaction};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::feed::{Checkpoint, FeedPage, Mark};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{POSTGRES, Snapshot};
-use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_append, check_read};
+use crate::store::{
+    AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
+};
 use crate::telemetry;
 use append::CompiledAppend;
 pub use builder::{DEFAULT_POOL_SIZE, PgEventStoreBuilder};
 use connection::Lent;
 use group::GroupCommit;
 use locks::LockPlan;
-use read::{decode, read_seen};
+use read::{decode, read_feed, read_seen};
 use sql::{Guard, SchemaName, Statement};
 
 mod append;
@@ -630,6 +633,36 @@ impl EventStore for PgEventStore {
         })
         .try_flatten()
         .boxed()
+    }
+
+    fn feed(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> impl Future<Output = Result<FeedPage>> + Send {
+        // Checked and compiled before a connection is taken: bad input takes none.
+        let after_mark = match after.map(|c| c.0) {
+            Some(Mark::Postgres { tx, position }) => (tx, position),
+            _ => (0, 0),
+        };
+        let statement = check_feed(query, after.as_ref(), limit, POSTGRES).and_then(|()| {
+            let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+            Ok(sql::select_feed(
+                &self.config.schema,
+                query,
+                after_mark,
+                limit,
+            )?)
+        });
+        let pool = self.pool.clone();
+        async move {
+            let statement = statement?;
+            let client = Lent::take(&pool).await?;
+            let page = read_feed(&***client, &statement, after_mark, limit).await?;
+            client.release();
+            Ok(page)
+        }
     }
 
     fn append(

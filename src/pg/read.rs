@@ -6,6 +6,7 @@ use tokio_postgres::{GenericClient, Row};
 use super::sql::Statement;
 use crate::error::{Error, Result, describe};
 use crate::event::{Event, SequencedEvent};
+use crate::feed::{Checkpoint, FeedEvent, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{PgSnapshot, ReadSnapshot};
@@ -96,4 +97,53 @@ fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
         },
         occurred_at: row.try_get(first + 6).map_err(fail)?,
     })
+}
+
+/// A page of the feed ([`super::sql::select_feed`]): the events with their checkpoints, and the
+/// next checkpoint: after the last event of a full page, else just below the frontier (every
+/// transaction below it has ended and all its matching events were delivered), never behind
+/// `after`.
+pub(super) async fn read_feed<C: GenericClient>(
+    client: &C,
+    statement: &Statement,
+    after: (u64, u64),
+    limit: usize,
+) -> Result<FeedPage> {
+    let rows = client
+        .query_typed(&statement.sql, &statement.params())
+        .await
+        .map_err(Error::db("reading the feed"))?;
+    let undecodable = |message: String| Error::Decode {
+        position: 0,
+        message,
+        source: None,
+    };
+    let number = |text: &str| {
+        text.parse::<u64>()
+            .map_err(|_| undecodable(format!("unexpected transaction id {text:?}")))
+    };
+    let mut frontier = None;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if frontier.is_none() {
+            let text: &str = row.try_get(0).map_err(|e| undecodable(describe(&e)))?;
+            frontier = Some(number(text)?);
+        }
+        let tx: Option<&str> = row.try_get(1).map_err(|e| undecodable(describe(&e)))?;
+        if let Some(tx) = tx {
+            let event = decode_at(row, 2)?;
+            events.push(FeedEvent {
+                checkpoint: Checkpoint::postgres(number(tx)?, event.position),
+                event,
+            });
+        }
+    }
+    let frontier = frontier.ok_or_else(|| undecodable("the feed returned no frontier".into()))?;
+    let after = Checkpoint::postgres(after.0, after.1);
+    let next = match events.last() {
+        Some(last) if events.len() == limit => last.checkpoint,
+        // Past every event of every transaction below the frontier.
+        _ => Checkpoint::postgres(frontier.saturating_sub(1), i64::MAX as u64).max(after),
+    };
+    Ok(FeedPage { events, next })
 }

@@ -148,6 +148,51 @@ pub(crate) fn select_events_seen(
     Ok(Statement::build(&select))
 }
 
+/// A page of the feed: the events matching `query` after (`tx`, `position`) in (writing
+/// transaction, position) order, written by transactions below the statement's visibility
+/// frontier (`pg_snapshot_xmin`: every transaction below it has ended, so nothing can still
+/// appear before what is returned), at most `limit`. Every row starts with the frontier and the
+/// event's transaction id (as text); with no event, one row with the frontier and `NULL`s.
+pub(crate) fn select_feed(
+    schema: &SchemaName,
+    query: &Query,
+    after: (u64, u64),
+    limit: u64,
+) -> Result<Statement, InvalidInput> {
+    let (tx, position) = after;
+    let position = validate::position(position).unwrap_or(i64::MAX);
+    let mut page = Sql::select();
+    page.expr_as(Expr::cust(r#""tx_id"::text"#), "tx")
+        .columns(COLUMNS)
+        .from(schema.events());
+    if let Some(filter) = filter(query) {
+        page.cond_where(filter);
+    }
+    page.and_where(Expr::cust_with_values(
+        r#"("tx_id", "position") > (CAST($1 AS xid8), $2)"#,
+        [SqlValue::from(tx.to_string()), SqlValue::from(position)],
+    ))
+    .and_where(Expr::cust(
+        r#""tx_id" < pg_snapshot_xmin(pg_current_snapshot())"#,
+    ))
+    .order_by("tx_id", Order::Asc)
+    .order_by("position", Order::Asc)
+    .limit(limit);
+    let mut frontier = Sql::select();
+    frontier.expr_as(
+        Expr::cust("pg_snapshot_xmin(pg_current_snapshot())::text"),
+        "frontier",
+    );
+    let mut select = Sql::select();
+    select
+        .column(("f", "frontier"))
+        .column(("e", "tx"))
+        .columns(COLUMNS.map(|c| ("e", c)))
+        .from_subquery(frontier, "f")
+        .join_lateral(JoinType::LeftJoin, page, "e", Expr::cust("TRUE"));
+    Ok(Statement::build(&select))
+}
+
 fn read(
     schema: &SchemaName,
     query: &Query,

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use dcbstore::tokio_postgres::{self, NoTls};
 use dcbstore::{
-    AppendCondition, AppendResult, Event, EventStore, EventStream, MemoryEventStore, PgEventStore,
-    Query, ReadOptions, ReadResult, SequencedEvent,
+    AppendCondition, AppendResult, Checkpoint, Event, EventStore, EventStream, FeedPage,
+    MemoryEventStore, PgEventStore, Query, ReadOptions, ReadResult, SequencedEvent,
 };
 
 /// PostgreSQL image for testcontainers: pinned, current.
@@ -247,6 +247,21 @@ impl EventStore for AnyStore {
             match store {
                 AnyStore::Postgres(s) => s.append(events, condition).await,
                 AnyStore::Memory(s) => s.append(events, condition).await,
+            }
+        }
+    }
+
+    fn feed(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = dcbstore::Result<FeedPage>> + Send {
+        let (store, query) = (self.clone(), query.clone());
+        async move {
+            match store {
+                AnyStore::Postgres(s) => s.feed(&query, after, limit).await,
+                AnyStore::Memory(s) => s.feed(&query, after, limit).await,
             }
         }
     }

@@ -7,6 +7,7 @@ mod common;
 mod append;
 mod condition;
 mod dyn_store;
+mod feed;
 mod input;
 mod query;
 
