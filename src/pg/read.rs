@@ -12,6 +12,25 @@ use crate::query::Query;
 use crate::snapshot::{PgSnapshot, ReadSnapshot};
 use crate::store::ReadResult;
 
+/// A column of the row at `position` (0 when even that is unknown) the driver could not decode:
+/// its error and cause (e.g. what serde_json could not read) as message and source.
+fn undecodable(position: u64, e: tokio_postgres::Error) -> Error {
+    Error::Decode {
+        position,
+        message: describe(&e),
+        source: Some(e.into()),
+    }
+}
+
+/// A value the driver decoded but the store cannot read (e.g. a malformed snapshot).
+fn malformed(message: String) -> Error {
+    Error::Decode {
+        position: 0,
+        message,
+        source: None,
+    }
+}
+
 /// A decision's read (`statement`, from [`super::PgEventStore::compile_read_seen`]): the events with the
 /// snapshot the read statement ran in.
 pub(super) async fn read_seen<C: GenericClient>(
@@ -25,34 +44,24 @@ pub(super) async fn read_seen<C: GenericClient>(
         .query_typed_raw(&statement.sql, statement.params())
         .await
         .map_err(&failed)?;
-    let undecodable = |message: String, source: Option<tokio_postgres::Error>| Error::Decode {
-        position: 0,
-        message,
-        source: source.map(Into::into),
-    };
     // Decoded as the rows arrive (a big read overlaps decoding with the transfer).
     futures::pin_mut!(rows);
     let (mut snapshot, mut events) = (None, Vec::new());
     while let Some(row) = rows.try_next().await.map_err(&failed)? {
         if snapshot.is_none() {
-            let text: &str = row
-                .try_get(0)
-                .map_err(|e| undecodable(describe(&e), Some(e)))?;
+            let text: &str = row.try_get(0).map_err(|e| undecodable(0, e))?;
             snapshot = Some(
                 PgSnapshot::parse(text)
-                    .ok_or_else(|| undecodable(format!("unexpected snapshot {text:?}"), None))?,
+                    .ok_or_else(|| malformed(format!("unexpected snapshot {text:?}")))?,
             );
         }
         // The one row of a read that matched nothing has no event.
-        let position: Option<i64> = row
-            .try_get(1)
-            .map_err(|e| undecodable(describe(&e), Some(e)))?;
+        let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(0, e))?;
         if position.is_some() {
             events.push(decode_at(&row, 1)?);
         }
     }
-    let snapshot =
-        snapshot.ok_or_else(|| undecodable("the read returned no snapshot".to_string(), None))?;
+    let snapshot = snapshot.ok_or_else(|| malformed("the read returned no snapshot".into()))?;
     // The plan keeps the subquery's order; sorting again costs nothing on sorted input and
     // does not depend on it.
     if options.backwards {
@@ -74,18 +83,9 @@ pub(super) fn decode(row: &Row) -> Result<SequencedEvent> {
 
 /// Decodes the event whose columns ([`super::sql::COLUMNS`]) start at column `first`.
 fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
-    let position: i64 = row.try_get(first).map_err(|e| Error::Decode {
-        position: 0,
-        message: describe(&e),
-        source: Some(e.into()),
-    })?;
+    let position: i64 = row.try_get(first).map_err(|e| undecodable(0, e))?;
     let position = position as u64;
-    // The driver's error and its cause (e.g. what serde_json could not read).
-    let fail = |e: tokio_postgres::Error| Error::Decode {
-        position,
-        message: describe(&e),
-        source: Some(e.into()),
-    };
+    let fail = |e| undecodable(position, e);
     Ok(SequencedEvent {
         position,
         event: Event {
@@ -113,23 +113,18 @@ pub(super) async fn read_feed<C: GenericClient>(
         .query_typed(&statement.sql, &statement.params())
         .await
         .map_err(Error::db("reading the feed"))?;
-    let undecodable = |message: String| Error::Decode {
-        position: 0,
-        message,
-        source: None,
-    };
     let number = |text: &str| {
         text.parse::<u64>()
-            .map_err(|_| undecodable(format!("unexpected transaction id {text:?}")))
+            .map_err(|_| malformed(format!("unexpected transaction id {text:?}")))
     };
     let mut frontier = None;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         if frontier.is_none() {
-            let text: &str = row.try_get(0).map_err(|e| undecodable(describe(&e)))?;
+            let text: &str = row.try_get(0).map_err(|e| undecodable(0, e))?;
             frontier = Some(number(text)?);
         }
-        let tx: Option<&str> = row.try_get(1).map_err(|e| undecodable(describe(&e)))?;
+        let tx: Option<&str> = row.try_get(1).map_err(|e| undecodable(0, e))?;
         if let Some(tx) = tx {
             let event = decode_at(row, 2)?;
             events.push(FeedEvent {
@@ -138,7 +133,7 @@ pub(super) async fn read_feed<C: GenericClient>(
             });
         }
     }
-    let frontier = frontier.ok_or_else(|| undecodable("the feed returned no frontier".into()))?;
+    let frontier = frontier.ok_or_else(|| malformed("the feed returned no frontier".into()))?;
     let after = Checkpoint::postgres(after.0, after.1);
     let next = match events.last() {
         Some(last) if events.len() == limit => last.checkpoint,
