@@ -8,9 +8,9 @@
 //! round trip. Nothing waits for a group to fill: when a worker is idle, an append goes at once.
 //!
 //! Each append keeps its own outcome: a failed condition fails it alone (its insert writes
-//! nothing, the others go on). When the transaction fails as a whole (a lock timeout, a
+//! nothing, the others go on). When the transaction fails as a whole (a lock wait past 100 ms, a
 //! duplicate id written concurrently, a lost connection), every append of the group runs again
-//! alone, so one bad append costs its neighbours one retry and never their outcome; an append
+//! alone, side by side, so one bad append costs its neighbours one retry and never their outcome; an append
 //! whose group may have committed finds its events stored and reports a replay, as any retry
 //! with the same ids does.
 //!
@@ -204,14 +204,19 @@ async fn run_group(pool: &Pool, mut group: Vec<Request>) {
         }
         Err(e) => {
             debug!(error = %e, size = appends.len(), "a group failed; its appends run alone");
-            for (append, mut reply) in appends.iter().zip(replies) {
-                if reply.is_closed() {
-                    continue;
-                }
-                if let Some(outcome) = unless_gone(run_alone(pool, append), reply.closed()).await {
-                    let _ = reply.send(outcome);
-                }
-            }
+            // Side by side, so that an append whose boundary is held elsewhere (it waits up to
+            // the lock timeout) holds up none of the others.
+            let alone = appends
+                .iter()
+                .zip(replies)
+                .map(|(append, mut reply)| async move {
+                    if let Some(outcome) =
+                        unless_gone(run_alone(pool, append), reply.closed()).await
+                    {
+                        let _ = reply.send(outcome);
+                    }
+                });
+            join_all(alone).await;
         }
     }
 }

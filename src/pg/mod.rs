@@ -112,7 +112,16 @@ struct Config {
     prepare: bool,
     /// What starts an append's transaction: `BEGIN` and its time bounds, one simple query.
     begin: Arc<str>,
+    /// The same for a group-commit transaction: its lock wait is cut to [`GROUP_LOCK_WAIT`], so
+    /// that appends grouped with one whose boundary is held elsewhere are not held up with it.
+    group_begin: Arc<str>,
 }
+
+/// The longest a group-commit transaction waits for its locks (at most the store's lock
+/// timeout). Past it the group's appends run again alone, each waiting up to the lock timeout:
+/// an append grouped with another whose boundary is held waits this long more, not the lock
+/// timeout.
+const GROUP_LOCK_WAIT: Duration = Duration::from_millis(100);
 
 impl Config {
     fn new(
@@ -128,22 +137,27 @@ impl Config {
             statement_timeout,
             prepare: true,
             begin: Arc::from(""),
+            group_begin: Arc::from(""),
         }
         .timed(lock_timeout, statement_timeout)
     }
 
     /// The same configuration with other time bounds.
     fn timed(&self, lock_timeout: Duration, statement_timeout: Duration) -> Self {
-        let begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
-             SET LOCAL statement_timeout = {}",
-            lock_timeout.as_millis().max(1),
-            statement_timeout.as_millis().max(1)
-        );
+        let begin = |lock_timeout: Duration| -> Arc<str> {
+            format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
+                 SET LOCAL statement_timeout = {}",
+                lock_timeout.as_millis().max(1),
+                statement_timeout.as_millis().max(1)
+            )
+            .into()
+        };
         Self {
             lock_timeout,
             statement_timeout,
-            begin: begin.into(),
+            begin: begin(lock_timeout),
+            group_begin: begin(lock_timeout.min(GROUP_LOCK_WAIT)),
             ..self.clone()
         }
     }
@@ -581,6 +595,7 @@ impl PgEventStore {
             insert: sql::insert_events(schema, &events, guard),
             after: condition.map(|c| c.after),
             begin: self.config.begin.clone(),
+            group_begin: self.config.group_begin.clone(),
             prepare: self.config.prepare,
             events,
         })
