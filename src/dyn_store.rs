@@ -12,6 +12,7 @@ use crate::feed::{Checkpoint, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult};
+use crate::subscription::{SubscribeOptions, Subscription};
 
 /// [`EventStore`] in a form that can be a trait object: `Box<dyn DynEventStore>` or
 /// `Arc<dyn DynEventStore>`, e.g. to pick the backend from configuration at start-up.
@@ -78,6 +79,14 @@ pub trait DynEventStore: Send + Sync {
         after: Option<Checkpoint>,
         limit: usize,
     ) -> BoxFuture<'a, Result<FeedPage>>;
+
+    /// [`EventStore::subscribe`].
+    fn dyn_subscribe(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        options: SubscribeOptions,
+    ) -> Subscription;
 }
 
 impl<S: EventStore> DynEventStore for S {
@@ -112,6 +121,15 @@ impl<S: EventStore> DynEventStore for S {
         limit: usize,
     ) -> BoxFuture<'a, Result<FeedPage>> {
         self.feed(query, after, limit).boxed()
+    }
+
+    fn dyn_subscribe(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        options: SubscribeOptions,
+    ) -> Subscription {
+        self.subscribe(query, after, options)
     }
 }
 
@@ -153,6 +171,15 @@ macro_rules! event_store_for_pointer {
             ) -> impl Future<Output = Result<FeedPage>> + Send {
                 let query = query.clone();
                 async move { (**self).dyn_feed(&query, after, limit).await }
+            }
+
+            fn subscribe(
+                &self,
+                query: &Query,
+                after: Option<Checkpoint>,
+                options: SubscribeOptions,
+            ) -> Subscription {
+                (**self).dyn_subscribe(query, after, options)
             }
         }
     };

@@ -85,6 +85,11 @@ pub struct FeedPage {
     /// full, past everything the store could deliver now (which may be beyond the last event,
     /// so that a consumer of a narrow query does not scan the same rows again).
     pub next: Checkpoint,
+    /// Events of the query have committed beyond this page but cannot be delivered yet:
+    /// transactions that began before them are still running (for PostgreSQL: at or above
+    /// `pg_snapshot_xmin`, see [`EventStore::feed`](crate::EventStore::feed)). Ask again soon;
+    /// if it stays `true`, a long transaction holds the feed back. Always `false` in memory.
+    pub held_back: bool,
 }
 
 /// An event of the feed, with the checkpoint that marks it delivered.

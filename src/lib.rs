@@ -18,6 +18,7 @@ mod query;
 mod snapshot;
 mod store;
 mod streams;
+mod subscription;
 mod telemetry;
 mod typed;
 mod validate;
@@ -42,6 +43,9 @@ pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
 pub use snapshot::ReadSnapshot;
 pub use store::{AppendResult, EventStore, EventStream, ReadResult};
 pub use streams::{ClassicStream, ExpectedVersion, StreamVersion};
+pub use subscription::{
+    DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIBE_PAGE_SIZE, SubscribeOptions, Subscription,
+};
 pub use typed::DomainEvent;
 
 /// The PostgreSQL driver and pool this crate is built on, re-exported so that callers use the

@@ -11,6 +11,7 @@ use crate::feed::{Checkpoint, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::ReadSnapshot;
+use crate::subscription::{SubscribeOptions, Subscription};
 use crate::validate;
 use uuid::Uuid;
 
@@ -199,6 +200,50 @@ pub trait EventStore: Send + Sync {
         after: Option<Checkpoint>,
         limit: usize,
     ) -> impl Future<Output = Result<FeedPage>> + Send;
+
+    /// Follows the events of `query` after `after` (from the start when `None`): a
+    /// [`Subscription`] that catches up through [`feed`](Self::feed) and then delivers events
+    /// as they are committed, in feed order, each exactly once.
+    ///
+    /// A caught-up subscription waits for a wake-up before it reads again: an append through
+    /// this store (or a clone of it), a notification from another process, or at the latest
+    /// [`SubscribeOptions::poll_interval`]. For PostgreSQL, stores built with
+    /// [`PgEventStore::builder`](crate::PgEventStore::builder) wake each other across
+    /// processes with `LISTEN/NOTIFY` (a wake-up only: events always come from the table); the
+    /// notification connection is opened at the first subscription, reopened when it is lost,
+    /// and closed when the last subscription of the store is dropped. Nothing is read until
+    /// the stream is polled.
+    ///
+    /// # Errors
+    ///
+    /// As items of the stream: what [`feed`](Self::feed) fails with. Failures that can pass are
+    /// retried (see [`SubscribeOptions::retry`]); the first other failure ends the stream.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, SubscribeOptions};
+    /// use futures::TryStreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let courses = Query::from(QueryItem::types(["CourseDefined"]));
+    /// let mut live = store.subscribe(&courses, None, SubscribeOptions::default());
+    /// let writer = store.clone();
+    /// tokio::spawn(async move {
+    ///     writer.append([Event::new("CourseDefined", serde_json::json!({"id": "c1"}))], None).await
+    /// });
+    /// let defined = live.try_next().await?.expect("a subscription does not end by itself");
+    /// assert_eq!(defined.event.payload["id"], "c1");
+    /// // Store `defined.checkpoint`; `subscribe(&courses, Some(checkpoint), …)` resumes after it.
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn subscribe(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        options: SubscribeOptions,
+    ) -> Subscription;
 
     /// The position of the newest event, `None` while the store is empty.
     ///

@@ -12,6 +12,7 @@
 //! `--writers` (a list), `--seconds` (per measurement, default 10), `--events` (events loaded
 //! before the append scenarios, default 100000), `--group N` and `--in-flight N` (group commit:
 //! appends per transaction, 1 for none, and groups in flight; the store's defaults otherwise),
+//! `--no-notify` (appends send no notification for subscriptions),
 //! `--json` (one JSON object per result line), `--quick` (tiny sizes and 1 s runs: checks that
 //! everything runs), `--ten-million` (guard-latency also at 10M events).
 //!
@@ -87,12 +88,14 @@ struct Args {
     ten_million: bool,
     /// Group commit: the most appends per transaction and the groups in flight.
     group: (usize, usize),
+    /// Whether appends send notifications for subscriptions (`--no-notify` turns them off).
+    notify: bool,
 }
 
 fn usage() -> String {
     let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
     format!(
-        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--json] [--quick] [--ten-million]",
+        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--no-notify] [--json] [--quick] [--ten-million]",
         names.join("|")
     )
 }
@@ -118,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         quick: false,
         ten_million: false,
+        notify: true,
         group: (
             dcbstore::DEFAULT_MAX_GROUP_SIZE,
             dcbstore::DEFAULT_GROUPS_IN_FLIGHT,
@@ -142,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
             "--events" => parsed.events = value()?.parse().map_err(|_| "bad --events")?,
             "--group" => parsed.group.0 = value()?.parse().map_err(|_| "bad --group")?,
             "--in-flight" => parsed.group.1 = value()?.parse().map_err(|_| "bad --in-flight")?,
+            "--no-notify" => parsed.notify = false,
             "--json" => parsed.json = true,
             "--quick" => parsed.quick = true,
             "--ten-million" => parsed.ten_million = true,
@@ -349,6 +354,9 @@ where
     Ok(total)
 }
 
+/// `--no-notify`, for every store the runner opens.
+static NOTIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// A store in `schema` behind a pool of `size` connections, grouping appends as `group` says.
 async fn store_at(
     url: &str,
@@ -361,6 +369,7 @@ async fn store_at(
         .schema(schema)
         .max_group_size(group)
         .groups_in_flight(in_flight)
+        .notifications(NOTIFY.load(std::sync::atomic::Ordering::Relaxed))
         .connect()
         .await?)
 }
@@ -972,6 +981,7 @@ async fn main() -> Result<(), BoxError> {
             std::process::exit(2);
         }
     };
+    NOTIFY.store(args.notify, std::sync::atomic::Ordering::Relaxed);
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!(
             "The contention benchmark needs PostgreSQL: set DATABASE_URL, e.g.\n  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --release --example contention -- all"

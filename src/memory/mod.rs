@@ -20,7 +20,9 @@ use crate::store::{
     AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
     replay_or_duplicate,
 };
+use crate::subscription::{FeedFn, SubscribeOptions, Subscription, follow};
 use crate::telemetry;
+use tokio::sync::watch;
 
 /// An event store in memory: for tests of decision logic, examples and prototypes.
 ///
@@ -53,6 +55,8 @@ use crate::telemetry;
 pub struct MemoryEventStore {
     log: Arc<RwLock<Log>>,
     max_batch_size: usize,
+    /// Bumped after every append: wakes the subscriptions.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 /// The log and its indexes. Positions are contiguous from 1: event `p` is `events[p - 1]`.
@@ -134,6 +138,7 @@ impl MemoryEventStore {
         Self {
             log: Arc::default(),
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            changes: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -254,7 +259,11 @@ impl MemoryEventStore {
             Some(last) if full => last.checkpoint,
             _ => Checkpoint::memory(head.max(from)),
         };
-        Ok(FeedPage { events, next })
+        Ok(FeedPage {
+            events,
+            next,
+            held_back: false,
+        })
     }
 
     fn append_now(
@@ -309,6 +318,8 @@ impl MemoryEventStore {
                 event,
             }));
         }
+        drop(log);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(AppendResult::new(positions))
     }
 }
@@ -343,6 +354,20 @@ impl EventStore for MemoryEventStore {
     ) -> impl Future<Output = Result<FeedPage>> + Send {
         let (store, query) = (self.clone(), query.clone());
         async move { store.feed_now(&query, after, limit) }
+    }
+
+    fn subscribe(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        options: SubscribeOptions,
+    ) -> Subscription {
+        let (store, query) = (self.clone(), query.clone());
+        let feed: FeedFn = Box::new(move |after, limit| {
+            let page = store.feed_now(&query, after, limit);
+            Box::pin(std::future::ready(page))
+        });
+        follow(feed, self.changes.subscribe(), after, options)
     }
 
     fn append(

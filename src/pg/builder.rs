@@ -8,7 +8,7 @@ use tokio_postgres::{NoTls, Socket};
 
 use super::{
     DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_TIMEOUT,
-    DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
+    DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore, notify,
 };
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
@@ -50,6 +50,7 @@ pub struct PgEventStoreBuilder {
     max_group_size: usize,
     groups_in_flight: usize,
     prepare: bool,
+    notify: bool,
 }
 
 impl PgEventStoreBuilder {
@@ -72,6 +73,7 @@ impl PgEventStoreBuilder {
             max_group_size: DEFAULT_MAX_GROUP_SIZE,
             groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
             prepare: true,
+            notify: true,
         }
     }
 
@@ -168,6 +170,22 @@ impl PgEventStoreBuilder {
         self
     }
 
+    /// Whether appends send a notification (`NOTIFY`, after their transaction has ended) that
+    /// wakes the subscriptions of other processes (default: on). Off, subscriptions in other
+    /// processes see this store's events at their poll interval; those of this store's clones
+    /// are woken either way.
+    ///
+    /// ```
+    /// # fn run() -> dcbstore::Result<()> {
+    /// let builder = dcbstore::PgEventStore::builder("postgres://localhost/app")?.notifications(false);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn notifications(mut self, notify: bool) -> Self {
+        self.notify = notify;
+        self
+    }
+
     /// Opens the pool without TLS and checks that one connection opens.
     ///
     /// # Errors
@@ -246,6 +264,7 @@ impl PgEventStoreBuilder {
         T::TlsConnect: Sync + Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
+        let listen = notify::connect_with(self.server.clone(), tls.clone());
         let manager = Manager::from_config(
             self.server,
             tls,
@@ -273,7 +292,8 @@ impl PgEventStoreBuilder {
             .with_statement_timeout(self.statement_timeout)
             .with_prepared_statements(self.prepare)
             .with_max_group_size(self.max_group_size)
-            .with_groups_in_flight(self.groups_in_flight);
+            .with_groups_in_flight(self.groups_in_flight)
+            .listening(listen, self.notify);
         drop(store.pool().get().await?);
         Ok(store)
     }

@@ -1,39 +1,35 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use futures::{StreamExt, TryStreamExt, stream};
 use tokio_postgres::{GenericClient, Transaction};
 
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::feed::{Checkpoint, FeedPage, Mark};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{POSTGRES, Snapshot};
-use crate::store::{
-    AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
-};
-use crate::telemetry;
+use crate::store::{AppendResult, ReadResult, check_append, check_read};
 use append::CompiledAppend;
 pub use builder::{DEFAULT_POOL_SIZE, PgEventStoreBuilder};
-use connection::Lent;
 use group::GroupCommit;
 use locks::LockPlan;
-use read::{decode, read_feed, read_seen};
+use notify::Changes;
+use read::read_seen;
 use sql::{Guard, SchemaName, Statement};
 
 mod append;
 mod builder;
 mod connection;
+mod event_store;
 mod group;
 mod locks;
 mod migrate;
+mod notify;
 mod read;
 mod sql;
 
@@ -100,6 +96,8 @@ pub struct PgEventStore {
     config: Arc<Config>,
     /// The appends of this configuration waiting to share a transaction.
     group: Arc<GroupCommit>,
+    /// What wakes the subscriptions of this configuration.
+    changes: Arc<Changes>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +242,7 @@ impl PgEventStore {
                 DEFAULT_MAX_GROUP_SIZE,
                 DEFAULT_GROUPS_IN_FLIGHT,
             )),
+            changes: Arc::new(Changes::new(notify::channel(DEFAULT_SCHEMA), None, true)),
         }
     }
 
@@ -251,10 +250,22 @@ impl PgEventStore {
         let config = Arc::new(change(&self.config));
         // A queue of its own: the appends of one group share one configuration.
         let group = GroupCommit::new(self.group.max_appends(), self.group.in_flight());
+        let channel = notify::channel(config.schema.as_str());
         Self {
             pool: self.pool,
+            changes: Arc::new(self.changes.renewed(Some(channel), None, None)),
             config,
             group: Arc::new(group),
+        }
+    }
+
+    /// The same store, opening its `LISTEN` connection with `connect` and sending
+    /// notifications or not.
+    fn listening(self, connect: notify::Connect, notify: bool) -> Self {
+        let changes = self.changes.renewed(None, Some(connect), Some(notify));
+        Self {
+            changes: Arc::new(changes),
+            ..self
         }
     }
 
@@ -541,10 +552,15 @@ impl PgEventStore {
         condition: Option<AppendCondition>,
     ) -> Result<AppendResult> {
         let prepared = self.compile_append(events.into_iter().collect(), condition.as_ref())?;
+        // The notification goes out when the caller commits, and not if it rolls back.
         let row = transaction
-            .query_one("SELECT current_setting('transaction_isolation')", &[])
+            .query_one(
+                "SELECT current_setting('transaction_isolation'), pg_notify($1, '')",
+                &[&self.changes.channel()],
+            )
             .await
             .map_err(Error::db("checking the transaction's isolation level"))?;
+        self.changes.woke();
         let isolation: String = row.get(0);
         if isolation == "repeatable read" {
             return Err(Error::UnsupportedIsolation { isolation });
@@ -598,99 +614,6 @@ impl PgEventStore {
             group_begin: self.config.group_begin.clone(),
             prepare: self.config.prepare,
             events,
-        })
-    }
-}
-
-impl EventStore for PgEventStore {
-    fn read(
-        &self,
-        query: &Query,
-        options: ReadOptions,
-    ) -> impl Future<Output = Result<ReadResult>> + Send {
-        // Checked before a connection is taken: bad input takes none.
-        let statement = self.compile_read_seen(query, &options);
-        let (pool, query) = (self.pool.clone(), query.clone());
-        let items = query.items().len();
-        telemetry::instrument_read(telemetry::POSTGRES, items, async move {
-            let statement = statement?;
-            let client = Lent::take(&pool).await?;
-            let read = read_seen(&***client, &statement, query, options).await?;
-            client.release();
-            Ok(read)
-        })
-    }
-
-    fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
-        let statement = self.compile_read(query, &options);
-        let pool = self.pool.clone();
-        stream::once(async move {
-            let statement = statement?;
-            let client = Lent::take(&pool).await?;
-            let rows = client
-                .query_typed_raw(&statement.sql, statement.params())
-                .await
-                .map_err(Error::db("reading events"))?;
-            // The stream owns the connection; it goes back to the pool once every row is read
-            // (dropped earlier, it is closed instead: see `Lent`).
-            let rows = Box::pin(rows);
-            Ok::<_, Error>(stream::unfold(Some((rows, client)), |state| async move {
-                let (mut rows, client) = state?;
-                match rows.try_next().await {
-                    Ok(Some(row)) => Some((decode(&row), Some((rows, client)))),
-                    Ok(None) => {
-                        client.release();
-                        None
-                    }
-                    Err(e) => Some((Err(Error::db("reading events")(e)), None)),
-                }
-            }))
-        })
-        .try_flatten()
-        .boxed()
-    }
-
-    fn feed(
-        &self,
-        query: &Query,
-        after: Option<Checkpoint>,
-        limit: usize,
-    ) -> impl Future<Output = Result<FeedPage>> + Send {
-        // Checked and compiled before a connection is taken: bad input takes none.
-        let after_mark = match after.map(|c| c.0) {
-            Some(Mark::Postgres { tx, position }) => (tx, position),
-            _ => (0, 0),
-        };
-        let statement = check_feed(query, after.as_ref(), limit, POSTGRES).and_then(|()| {
-            let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-            Ok(sql::select_feed(
-                &self.config.schema,
-                query,
-                after_mark,
-                limit,
-            )?)
-        });
-        let pool = self.pool.clone();
-        async move {
-            let statement = statement?;
-            let client = Lent::take(&pool).await?;
-            let page = read_feed(&***client, &statement, after_mark, limit).await?;
-            client.release();
-            Ok(page)
-        }
-    }
-
-    fn append(
-        &self,
-        events: impl IntoIterator<Item = Event>,
-        condition: Option<AppendCondition>,
-    ) -> impl Future<Output = Result<AppendResult>> + Send {
-        let events: Vec<Event> = events.into_iter().collect();
-        let (count, guarded) = (events.len(), condition.is_some());
-        let prepared = self.compile_append(events, condition.as_ref());
-        let (pool, group) = (self.pool.clone(), self.group.clone());
-        telemetry::instrument_append(telemetry::POSTGRES, count, guarded, async move {
-            group.append(&pool, prepared?).await
         })
     }
 }

@@ -117,28 +117,34 @@ pub(super) async fn read_feed<C: GenericClient>(
         text.parse::<u64>()
             .map_err(|_| malformed(format!("unexpected transaction id {text:?}")))
     };
-    let mut frontier = None;
+    let mut head = None;
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
-        if frontier.is_none() {
+        if head.is_none() {
             let text: &str = row.try_get(0).map_err(|e| undecodable(0, e))?;
-            frontier = Some(number(text)?);
+            let held: bool = row.try_get(1).map_err(|e| undecodable(1, e))?;
+            head = Some((number(text)?, held));
         }
-        let tx: Option<&str> = row.try_get(1).map_err(|e| undecodable(0, e))?;
+        let tx: Option<&str> = row.try_get(2).map_err(|e| undecodable(2, e))?;
         if let Some(tx) = tx {
-            let event = decode_at(row, 2)?;
+            let event = decode_at(row, 3)?;
             events.push(FeedEvent {
                 checkpoint: Checkpoint::postgres(number(tx)?, event.position),
                 event,
             });
         }
     }
-    let frontier = frontier.ok_or_else(|| malformed("the feed returned no frontier".into()))?;
+    let (frontier, held_back) =
+        head.ok_or_else(|| malformed("the feed returned no frontier".into()))?;
     let after = Checkpoint::postgres(after.0, after.1);
     let next = match events.last() {
         Some(last) if events.len() == limit => last.checkpoint,
         // Past every event of every transaction below the frontier.
         _ => Checkpoint::postgres(frontier.saturating_sub(1), i64::MAX as u64).max(after),
     };
-    Ok(FeedPage { events, next })
+    Ok(FeedPage {
+        events,
+        next,
+        held_back,
+    })
 }

@@ -151,8 +151,9 @@ pub(crate) fn select_events_seen(
 /// A page of the feed: the events matching `query` after (`tx`, `position`) in (writing
 /// transaction, position) order, written by transactions below the statement's visibility
 /// frontier (`pg_snapshot_xmin`: every transaction below it has ended, so nothing can still
-/// appear before what is returned), at most `limit`. Every row starts with the frontier and the
-/// event's transaction id (as text); with no event, one row with the frontier and `NULL`s.
+/// appear before what is returned), at most `limit`. Every row starts with the frontier (as
+/// text), whether committed events of the query wait at or above it, and the event's
+/// transaction id (as text); with no event, one row with the first two and `NULL`s.
 pub(crate) fn select_feed(
     schema: &SchemaName,
     query: &Query,
@@ -178,14 +179,27 @@ pub(crate) fn select_feed(
     .order_by("tx_id", Order::Asc)
     .order_by("position", Order::Asc)
     .limit(limit);
+    // Committed events of the query at or above the frontier: the feed holds them back.
+    let mut held = Sql::select();
+    held.expr(Expr::cust("1"))
+        .from(schema.events())
+        .and_where(Expr::cust(
+            r#""tx_id" >= pg_snapshot_xmin(pg_current_snapshot())"#,
+        ));
+    if let Some(filter) = filter(query) {
+        held.cond_where(filter);
+    }
     let mut frontier = Sql::select();
-    frontier.expr_as(
-        Expr::cust("pg_snapshot_xmin(pg_current_snapshot())::text"),
-        "frontier",
-    );
+    frontier
+        .expr_as(
+            Expr::cust("pg_snapshot_xmin(pg_current_snapshot())::text"),
+            "frontier",
+        )
+        .expr_as(Expr::exists(held), "held");
     let mut select = Sql::select();
     select
         .column(("f", "frontier"))
+        .column(("f", "held"))
         .column(("e", "tx"))
         .columns(COLUMNS.map(|c| ("e", c)))
         .from_subquery(frontier, "f")

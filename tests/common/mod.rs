@@ -12,6 +12,7 @@ use dcbstore::tokio_postgres::{self, NoTls};
 use dcbstore::{
     AppendCondition, AppendResult, Checkpoint, Event, EventStore, EventStream, FeedPage,
     MemoryEventStore, PgEventStore, Query, ReadOptions, ReadResult, SequencedEvent,
+    SubscribeOptions, Subscription,
 };
 
 /// PostgreSQL image for testcontainers: pinned, current.
@@ -82,6 +83,20 @@ pub async fn store_with_pool(size: usize) -> PgEventStore {
         .with_schema(&test_schema())
         .expect("a valid schema name");
     emptied(store).await
+}
+
+/// A store built like an application's ([`PgEventStore::builder`]: its own pool and its own
+/// `LISTEN` connection) on the schema `schema`, named `application` in `pg_stat_activity`.
+pub async fn built_store_in(schema: &str, application: &str) -> PgEventStore {
+    let url = database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    PgEventStore::builder(&format!("{url}{separator}application_name={application}"))
+        .expect("a valid DATABASE_URL")
+        .schema(schema)
+        .pool_size(8)
+        .connect()
+        .await
+        .expect("a store on the test server")
 }
 
 /// `store` with its schema dropped (what an earlier run left) and migrated anew.
@@ -263,6 +278,18 @@ impl EventStore for AnyStore {
                 AnyStore::Postgres(s) => s.feed(&query, after, limit).await,
                 AnyStore::Memory(s) => s.feed(&query, after, limit).await,
             }
+        }
+    }
+
+    fn subscribe(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        options: SubscribeOptions,
+    ) -> Subscription {
+        match self {
+            AnyStore::Postgres(s) => s.subscribe(query, after, options),
+            AnyStore::Memory(s) => s.subscribe(query, after, options),
         }
     }
 }

@@ -10,6 +10,7 @@ mod dyn_store;
 mod feed;
 mod input;
 mod query;
+mod subscribe;
 
 /// The backends every case runs on.
 pub const BACKENDS: [common::Backend; 2] = [common::Backend::Postgres, common::Backend::Memory];

@@ -1,0 +1,129 @@
+//! [`EventStore`] for [`PgEventStore`]: reads, appends (grouped), the feed and subscriptions.
+
+use std::future::Future;
+
+use futures::{StreamExt, TryStreamExt, stream};
+
+use super::connection::Lent;
+use super::read::{decode, read_feed, read_seen};
+use super::{PgEventStore, sql};
+use crate::condition::AppendCondition;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::feed::{Checkpoint, FeedPage, Mark};
+use crate::options::ReadOptions;
+use crate::query::Query;
+use crate::snapshot::POSTGRES;
+use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_feed};
+use crate::subscription::{FeedFn, SubscribeOptions, Subscription, follow};
+use crate::telemetry;
+
+impl EventStore for PgEventStore {
+    fn read(
+        &self,
+        query: &Query,
+        options: ReadOptions,
+    ) -> impl Future<Output = Result<ReadResult>> + Send {
+        // Checked before a connection is taken: bad input takes none.
+        let statement = self.compile_read_seen(query, &options);
+        let (pool, query) = (self.pool.clone(), query.clone());
+        let items = query.items().len();
+        telemetry::instrument_read(telemetry::POSTGRES, items, async move {
+            let statement = statement?;
+            let client = Lent::take(&pool).await?;
+            let read = read_seen(&***client, &statement, query, options).await?;
+            client.release();
+            Ok(read)
+        })
+    }
+
+    fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
+        let statement = self.compile_read(query, &options);
+        let pool = self.pool.clone();
+        stream::once(async move {
+            let statement = statement?;
+            let client = Lent::take(&pool).await?;
+            let rows = client
+                .query_typed_raw(&statement.sql, statement.params())
+                .await
+                .map_err(Error::db("reading events"))?;
+            // The stream owns the connection; it goes back to the pool once every row is read
+            // (dropped earlier, it is closed instead: see `Lent`).
+            let rows = Box::pin(rows);
+            Ok::<_, Error>(stream::unfold(Some((rows, client)), |state| async move {
+                let (mut rows, client) = state?;
+                match rows.try_next().await {
+                    Ok(Some(row)) => Some((decode(&row), Some((rows, client)))),
+                    Ok(None) => {
+                        client.release();
+                        None
+                    }
+                    Err(e) => Some((Err(Error::db("reading events")(e)), None)),
+                }
+            }))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn feed(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        limit: usize,
+    ) -> impl Future<Output = Result<FeedPage>> + Send {
+        // Checked and compiled before a connection is taken: bad input takes none.
+        let after_mark = match after.map(|c| c.0) {
+            Some(Mark::Postgres { tx, position }) => (tx, position),
+            _ => (0, 0),
+        };
+        let statement = check_feed(query, after.as_ref(), limit, POSTGRES).and_then(|()| {
+            let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+            Ok(sql::select_feed(
+                &self.config.schema,
+                query,
+                after_mark,
+                limit,
+            )?)
+        });
+        let pool = self.pool.clone();
+        async move {
+            let statement = statement?;
+            let client = Lent::take(&pool).await?;
+            let page = read_feed(&***client, &statement, after_mark, limit).await?;
+            client.release();
+            Ok(page)
+        }
+    }
+
+    fn append(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        condition: Option<AppendCondition>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send {
+        let events: Vec<Event> = events.into_iter().collect();
+        let (count, guarded) = (events.len(), condition.is_some());
+        let prepared = self.compile_append(events, condition.as_ref());
+        let (pool, group, changes) = (self.pool.clone(), self.group.clone(), self.changes.clone());
+        telemetry::instrument_append(telemetry::POSTGRES, count, guarded, async move {
+            let prepared = prepared?;
+            let outcome = group.append(&pool, prepared).await;
+            changes.appended(&pool);
+            outcome
+        })
+    }
+
+    fn subscribe(
+        &self,
+        query: &Query,
+        after: Option<Checkpoint>,
+        options: SubscribeOptions,
+    ) -> Subscription {
+        let (store, query) = (self.clone(), query.clone());
+        let feed: FeedFn = Box::new(move |after, limit| {
+            let (store, query) = (store.clone(), query.clone());
+            Box::pin(async move { store.feed(&query, after, limit).await })
+        });
+        follow(feed, self.changes.subscribe(), after, options)
+    }
+}

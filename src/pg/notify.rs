@@ -1,0 +1,288 @@
+//! Wake-ups for subscriptions: appends of this store wake its subscriptions at once, and other
+//! processes through `LISTEN/NOTIFY`.
+//!
+//! A notification carries nothing: it only says "look at the feed again". The store sends it
+//! *after* an append's transaction has ended, from a connection of its own pool, in a statement
+//! of its own (`SELECT pg_notify(...)`), coalescing the appends that end while one is in
+//! flight. Sending it inside the append's transaction would be simpler, but PostgreSQL (up to
+//! 16 at least) serialises the commits of every transaction that notified, WAL flush included,
+//! and that would cost appends their throughput. The price is that a process that dies between
+//! its commit and its notification, or a writer that is not this store, wakes nobody: the
+//! subscriptions' poll interval bounds that wait. [`PgEventStore::append_in`] notifies inside
+//! the caller's transaction instead (it has no "after").
+//!
+//! [`PgEventStore::append_in`]: super::PgEventStore::append_in
+
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Client, Socket};
+
+use crate::decision::RetryPolicy;
+use crate::subscription::DEFAULT_POLL_INTERVAL;
+
+/// Opens a connection for `LISTEN`: the client, and the notifications its connection receives
+/// (the channel closes when the connection ends).
+pub(super) type Connect = Arc<
+    dyn Fn() -> BoxFuture<
+            'static,
+            Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error>,
+        > + Send
+        + Sync,
+>;
+
+/// A [`Connect`] to `server` through `tls`.
+pub(super) fn connect_with<T>(server: tokio_postgres::Config, tls: T) -> Connect
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    Arc::new(move || {
+        let (server, tls) = (server.clone(), tls.clone());
+        Box::pin(async move {
+            let (client, mut connection) = server.connect(tls).await?;
+            let (sender, notifications) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(|cx| connection.poll_message(cx));
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(AsyncMessage::Notification(_)) => {
+                            if sender.send(()).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "the notification connection failed");
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok((client, notifications))
+        })
+    })
+}
+
+/// The notification channel of a schema: `dcbstore_<schema>`, or a hash of it when that would
+/// pass PostgreSQL's 63 bytes.
+pub(super) fn channel(schema: &str) -> String {
+    let plain = format!("dcbstore_{schema}");
+    if plain.len() <= 63 {
+        return plain;
+    }
+    // FNV-1a: stable across processes and builds, unlike the standard hasher.
+    let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("dcbstore_{hash:016x}")
+}
+
+/// The wake-ups of one store (shared by its clones).
+pub(super) struct Changes {
+    channel: String,
+    /// Bumped after each append of this store and each notification: subscriptions wait on it.
+    wake: Arc<watch::Sender<u64>>,
+    /// How to open the `LISTEN` connection; `None` when the store was built from a pool.
+    connect: Option<Connect>,
+    /// Whether appends send notifications.
+    notify: bool,
+    /// Appends that ended since the last notification was sent.
+    pending: Arc<Notify>,
+    notifier: Mutex<Option<AbortHandle>>,
+    listener: Mutex<Option<AbortHandle>>,
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("channel", &self.channel)
+            .field("listens", &self.connect.is_some())
+            .field("notify", &self.notify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        for task in [&self.notifier, &self.listener] {
+            if let Some(task) = task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Changes {
+    pub(super) fn new(channel: String, connect: Option<Connect>, notify: bool) -> Self {
+        Self {
+            channel,
+            wake: Arc::new(watch::Sender::new(0)),
+            connect,
+            notify,
+            pending: Arc::new(Notify::new()),
+            notifier: Mutex::new(None),
+            listener: Mutex::new(None),
+        }
+    }
+
+    /// Wake-ups like these, for another store configuration (a task of their own each).
+    pub(super) fn renewed(
+        &self,
+        channel: Option<String>,
+        connect: Option<Connect>,
+        notify: Option<bool>,
+    ) -> Self {
+        Self::new(
+            channel.unwrap_or_else(|| self.channel.clone()),
+            connect.or_else(|| self.connect.clone()),
+            notify.unwrap_or(self.notify),
+        )
+    }
+
+    pub(super) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// An append of this store has ended (committed or not): wake this process's subscriptions
+    /// and, through the notifier, everybody else's.
+    pub(super) fn appended(&self, pool: &Pool) {
+        self.woke();
+        if !self.notify {
+            return;
+        }
+        let mut notifier = self.notifier.lock().unwrap_or_else(|e| e.into_inner());
+        if notifier.as_ref().is_none_or(AbortHandle::is_finished) {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let task = notify(pool.clone(), self.channel.clone(), self.pending.clone());
+            *notifier = Some(runtime.spawn(task).abort_handle());
+        }
+        self.pending.notify_one();
+    }
+
+    /// Something may have changed (e.g. an `append_in` whose transaction this store does not
+    /// see end): wake this process's subscriptions, which look again at the latest after their
+    /// poll interval.
+    pub(super) fn woke(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What a new subscription waits on; starts the listener if it is not running.
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        let receiver = self.wake.subscribe();
+        if let Some(connect) = &self.connect {
+            let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+            if listener.as_ref().is_none_or(AbortHandle::is_finished)
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let task = listen(connect.clone(), self.channel.clone(), self.wake.clone());
+                *listener = Some(runtime.spawn(task).abort_handle());
+            }
+        }
+        receiver
+    }
+}
+
+/// The least time between two notifications of one store. Under a steady load, notifying
+/// after every append cost appends about a tenth of their throughput (32 writers, measured
+/// with the contention runner's `--no-notify`); this adds at most as much to the latency of
+/// subscribers in other processes.
+const NOTIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Sends one notification per burst of appends, for as long as the store lives.
+async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
+    loop {
+        pending.notified().await;
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute("SELECT pg_notify($1, '')", &[&channel])
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(error) = sent.await {
+            // Subscriptions elsewhere see the events at their next poll.
+            tracing::debug!(%error, channel, "could not send a notification");
+        }
+        // Appends that end meanwhile share the next notification: at most one per pause.
+        tokio::time::sleep(NOTIFY_PAUSE).await;
+    }
+}
+
+/// Listens on `channel` and bumps `wake` for every notification, reconnecting when the
+/// connection is lost, until the last subscription is gone.
+async fn listen(connect: Connect, channel: String, wake: Arc<watch::Sender<u64>>) {
+    let retry = RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: std::time::Duration::from_millis(100),
+        max_backoff: DEFAULT_POLL_INTERVAL * 10,
+    };
+    let bump = || wake.send_modify(|n| *n = n.wrapping_add(1));
+    let mut failures = 0u32;
+    let listening = async {
+        loop {
+            let opened = async {
+                let (client, notifications) =
+                    tokio::time::timeout(crate::pg::DEFAULT_POOL_TIMEOUT, connect())
+                        .await
+                        .map_err(|_| "timed out opening the connection".to_string())?
+                        .map_err(|e| e.to_string())?;
+                let quoted = channel.replace('"', "\"\"");
+                client
+                    .batch_execute(&format!("LISTEN \"{quoted}\""))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((client, notifications))
+            };
+            match opened.await {
+                Ok((_client, mut notifications)) => {
+                    if failures > 0 {
+                        tracing::info!(channel, failures, "listening for appends again");
+                    }
+                    failures = 0;
+                    // What was notified while nobody listened: look again.
+                    bump();
+                    while notifications.recv().await.is_some() {
+                        bump();
+                    }
+                    tracing::warn!(
+                        channel,
+                        "the notification connection was lost; reconnecting"
+                    );
+                    bump();
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let wait = retry.backoff(failures);
+                    tracing::warn!(%error, channel, failures, ?wait,
+                        "could not listen for appends; subscriptions poll meanwhile");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    };
+    futures::future::select(pin!(wake.closed()), pin!(listening)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel;
+
+    #[test]
+    fn channels_fit_in_an_identifier() {
+        assert_eq!(channel("events"), "dcbstore_events");
+        let long = channel(&"s".repeat(63));
+        assert_eq!(long.len(), "dcbstore_".len() + 16);
+        assert_ne!(long, channel(&"t".repeat(63)));
+    }
+}

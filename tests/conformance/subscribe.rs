@@ -1,0 +1,119 @@
+//! Subscriptions ([`EventStore::subscribe`]) on both backends: catch up, follow, resume from a
+//! checkpoint, and refuse bad input as their first and last item.
+
+use std::time::Duration;
+
+use dcbstore::{
+    Checkpoint, Error, EventStore, FeedEvent, InvalidInput, Query, QueryItem, SubscribeOptions,
+    Subscription,
+};
+use futures::StreamExt;
+use rstest::rstest;
+use serde_json::json;
+
+use crate::common::{AnyStore, Backend, event};
+
+/// The next `want` events of `live`; panics on a failure or after 20 s (on PostgreSQL, other
+/// tests' transactions may hold the feed back for a moment).
+async fn next_events(live: &mut Subscription, want: usize) -> Vec<FeedEvent> {
+    let mut events = Vec::new();
+    while events.len() < want {
+        let item = tokio::time::timeout(Duration::from_secs(20), live.next())
+            .await
+            .expect("the events within 20 s");
+        events.push(item.expect("the subscription goes on").expect("no failure"));
+    }
+    events
+}
+
+fn ns(events: &[FeedEvent]) -> Vec<serde_json::Value> {
+    events
+        .iter()
+        .map(|e| e.event.payload["n"].clone())
+        .collect()
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_up_follows_and_resumes_after_its_checkpoint(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    #[values(1, 100)] page_size: usize,
+) {
+    let store = AnyStore::new(backend).await;
+    for n in 0..3 {
+        let tag = if n == 1 { "t:other" } else { "t:mine" };
+        store
+            .append([event("Counted", &[tag], json!({"n": n}))], None)
+            .await
+            .unwrap();
+    }
+    let mine = Query::from(QueryItem::tagged(["t:mine"]));
+    let options = SubscribeOptions::default().page_size(page_size);
+    let mut live = store.subscribe(&mine, None, options.clone());
+    let caught_up = next_events(&mut live, 2).await;
+    assert_eq!(
+        ns(&caught_up),
+        [json!(0), json!(2)],
+        "only the query's events"
+    );
+
+    let writer = store.clone();
+    tokio::spawn(async move {
+        for n in 3..6 {
+            writer
+                .append([event("Counted", &["t:mine"], json!({"n": n}))], None)
+                .await
+                .unwrap();
+        }
+    });
+    let followed = next_events(&mut live, 3).await;
+    assert_eq!(
+        ns(&followed),
+        [json!(3), json!(4), json!(5)],
+        "then what is appended, in order"
+    );
+    drop(live);
+
+    // Resumed from a stored checkpoint: exactly what came after it.
+    let stored = followed[0].checkpoint.to_string();
+    let resumed: Checkpoint = stored.parse().unwrap();
+    let mut again = store.subscribe(&mine, Some(resumed), options);
+    assert_eq!(ns(&next_events(&mut again, 2).await), [json!(4), json!(5)]);
+    let nothing_more = tokio::time::timeout(Duration::from_millis(200), again.next()).await;
+    assert!(nothing_more.is_err(), "nothing twice: {nothing_more:?}");
+}
+
+#[rstest]
+#[tokio::test]
+async fn bad_input_is_the_first_and_last_item(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let foreign: Checkpoint = match backend {
+        Backend::Postgres => "mem:1",
+        Backend::Memory => "pg:1:1",
+    }
+    .parse()
+    .unwrap();
+    let mut live = store.subscribe(&Query::all(), Some(foreign), SubscribeOptions::default());
+    let first = live.next().await.expect("an item");
+    assert!(
+        matches!(
+            first,
+            Err(Error::InvalidInput(InvalidInput::ForeignCheckpoint { .. }))
+        ),
+        "{first:?}"
+    );
+    assert!(
+        live.next().await.is_none(),
+        "a failure that cannot pass ends the stream"
+    );
+
+    let mut empty_item = store.subscribe(
+        &Query::from(QueryItem::tagged(Vec::<String>::new())),
+        None,
+        SubscribeOptions::default(),
+    );
+    let first = empty_item.next().await.expect("an item");
+    assert!(first.is_err_and(|e| e.is_invalid_input()));
+}
