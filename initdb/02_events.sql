@@ -30,10 +30,18 @@ CREATE INDEX IF NOT EXISTS events_tx_id_idx ON events (tx_id);
 ALTER INDEX events_tags_idx SET (fastupdate = off);
 ALTER INDEX events_payload_idx SET (fastupdate = off);
 
+-- Where each projection stands (PgEventStore::save_checkpoint_in): written in the same transaction
+-- as the projection's read model, so that model and checkpoint never disagree.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name       text        PRIMARY KEY,
+    checkpoint text        NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- The version of this schema, so that PgEventStore::migrate() does nothing (and takes no lock)
 -- when it is current. Bump it, here and in SCHEMA_VERSION (src/pg/mod.rs), with every change.
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer     PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;

@@ -90,6 +90,18 @@ pub enum Error {
     #[error("could not get a connection from the pool: {}", PoolCause(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
 
+    /// A [`Projector`](crate::Projector) failed: loading its checkpoint, applying events (after
+    /// its retries), or resetting for a rebuild. Its events are applied again from its stored
+    /// checkpoint when it runs next.
+    #[error("projection {projection:?} failed: {source}")]
+    Projection {
+        /// The projector's name.
+        projection: String,
+        /// What the projector returned.
+        #[source]
+        source: BoxError,
+    },
+
     /// The connection settings could not be turned into a pool.
     #[error("invalid connection configuration: {message}")]
     Config {
@@ -401,6 +413,9 @@ pub enum InvalidInput {
     /// A feed was asked for pages of no event.
     #[error("a feed page must hold at least one event (limit 0)")]
     ZeroFeedLimit,
+    /// Two projectors of one runner have the same name (and so would share a checkpoint).
+    #[error("two projectors are named {0:?}: each needs a name of its own")]
+    DuplicateProjector(String),
     /// A feed was asked to resume from a checkpoint of the other backend.
     #[error("the checkpoint comes from a {found} feed, this store is {expected}")]
     ForeignCheckpoint {

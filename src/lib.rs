@@ -14,6 +14,7 @@ mod memory;
 mod options;
 #[cfg(feature = "postgres")]
 mod pg;
+mod projector;
 mod query;
 mod snapshot;
 mod store;
@@ -38,6 +39,9 @@ pub use pg::{
     DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_SIZE,
     DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
     PgEventStoreBuilder,
+};
+pub use projector::{
+    ProjectionHandle, ProjectionRunner, ProjectionStatus, Projector, ProjectorError, rebuild,
 };
 pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
 pub use snapshot::ReadSnapshot;

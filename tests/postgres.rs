@@ -400,8 +400,8 @@ async fn migrate_returns_at_once_when_the_schema_is_current() {
     reader.commit().await.unwrap();
 }
 
-/// A schema created before versions (no `schema_version`, no `tx_id` index) is brought up to
-/// date once.
+/// A schema created before versions (no `schema_version`, no `tx_id` index, no `checkpoints`)
+/// is brought up to date once.
 #[tokio::test]
 async fn migrate_upgrades_a_schema_that_predates_versions() {
     let store = common::store().await;
@@ -409,25 +409,27 @@ async fn migrate_upgrades_a_schema_that_predates_versions() {
     let client = store.pool().get().await.unwrap();
     client
         .batch_execute(&format!(
-            "DROP TABLE \"{schema}\".schema_version; DROP INDEX \"{schema}\".events_tx_id_idx"
+            "DROP TABLE \"{schema}\".schema_version; DROP INDEX \"{schema}\".events_tx_id_idx; \
+             DROP TABLE \"{schema}\".checkpoints"
         ))
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let (version, index): (i32, bool) = {
+    let (version, index, checkpoints): (i32, bool, bool) = {
         let row = client
             .query_one(
                 &format!(
                     "SELECT (SELECT max(version) FROM \"{schema}\".schema_version), \
-                     to_regclass('\"{schema}\".events_tx_id_idx') IS NOT NULL"
+                     to_regclass('\"{schema}\".events_tx_id_idx') IS NOT NULL, \
+                     to_regclass('\"{schema}\".checkpoints') IS NOT NULL"
                 ),
                 &[],
             )
             .await
             .unwrap();
-        (row.get(0), row.get(1))
+        (row.get(0), row.get(1), row.get(2))
     };
-    assert_eq!((version, index), (1, true));
+    assert_eq!((version, index, checkpoints), (2, true, true));
 }
 
 /// An append whose events bring more lock keys than one append may take locks buckets of keys

@@ -24,6 +24,7 @@ use sql::{Guard, SchemaName, Statement};
 
 mod append;
 mod builder;
+mod checkpoints;
 mod connection;
 mod event_store;
 mod group;
