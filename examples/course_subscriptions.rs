@@ -3,7 +3,8 @@
 //! Rules: a course has a capacity (that can change); a student subscribes to a course at most
 //! once and to at most 3 courses. The decision "subscribe student S to course C" reads one
 //! dynamic stream spanning two entities, the course and the student: three projections composed
-//! into one decision model, whose query also guards the append.
+//! into one decision model, whose query also guards the append. Meanwhile a projection keeps a
+//! read model of the seats left per course live, from a subscription to the log.
 //!
 //! Run: `cargo run --example course_subscriptions` (in memory), or with `DATABASE_URL` set
 //! (PostgreSQL).
@@ -13,9 +14,14 @@ mod shared;
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use dcbstore::{
-    DecideError, DecisionModel, DomainEvent, Event, EventStore, MemoryEventStore, Projection,
-    QueryItem, ReadOptions, decide,
+    Checkpoint, DecideError, DecisionModel, DomainEvent, Event, EventStore, FeedEvent,
+    MemoryEventStore, Projection, ProjectionHandle, ProjectionRunner, Projector, ProjectorError,
+    Query, QueryItem, ReadOptions, decide,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
@@ -169,6 +175,72 @@ async fn change_capacity(
     Ok(())
 }
 
+/// The read model: per course, its capacity and the seats taken, with the checkpoint of the
+/// last event applied (kept together, so the model is exactly what the events up to it say).
+#[derive(Default)]
+struct SeatsLeft {
+    courses: BTreeMap<String, (u32, u32)>,
+    at: Option<Checkpoint>,
+}
+
+/// The projector that keeps a shared [`SeatsLeft`] live.
+struct SeatsLeftProjector(Arc<Mutex<SeatsLeft>>);
+
+impl Projector for SeatsLeftProjector {
+    fn name(&self) -> &str {
+        "seats_left"
+    }
+
+    fn query(&self) -> Query {
+        Query::from(QueryItem::types([
+            "CourseDefined",
+            "CourseCapacityChanged",
+            "StudentSubscribedToCourse",
+        ]))
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
+        Ok(self.0.lock().expect("not poisoned").at)
+    }
+
+    async fn apply(&mut self, batch: &[FeedEvent]) -> Result<(), ProjectorError> {
+        let mut model = self.0.lock().expect("not poisoned");
+        for e in batch {
+            match CourseEvent::from_stored(&e.event)? {
+                CourseEvent::CourseDefined { course, capacity }
+                | CourseEvent::CourseCapacityChanged { course, capacity } => {
+                    model.courses.entry(course).or_default().0 = capacity;
+                }
+                CourseEvent::StudentSubscribedToCourse { course, .. } => {
+                    model.courses.entry(course).or_default().1 += 1;
+                }
+            }
+            model.at = Some(e.checkpoint);
+        }
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), ProjectorError> {
+        *self.0.lock().expect("not poisoned") = SeatsLeft::default();
+        Ok(())
+    }
+}
+
+/// Waits until the projection has applied everything appended so far (bounded).
+async fn caught_up(handle: &ProjectionHandle) {
+    for _ in 0..500 {
+        let status = handle.status();
+        if status.iter().all(|s| s.caught_up) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the projection did not catch up in 10 s: {:?}",
+        handle.status()
+    );
+}
+
 async fn show(store: &impl EventStore, course: &str, student: &str) -> dcbstore::Result<()> {
     match subscribe(store, course, student).await {
         Ok(position) => println!("  {student} -> {course}: subscribed (position {position})"),
@@ -184,6 +256,10 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     let c = |name: &str| format!("{name}{suffix}");
     let (math, art, music, chess, robotics) =
         (c("math"), c("art"), c("music"), c("chess"), c("robotics"));
+    let seats_left = Arc::new(Mutex::new(SeatsLeft::default()));
+    let projection = ProjectionRunner::new(store.clone())
+        .with(SeatsLeftProjector(seats_left.clone()))
+        .start()?;
 
     println!("Courses:");
     for (course, seats) in [
@@ -259,7 +335,28 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     println!("  winners: {winners:?}; subscriptions in the log: {seats_taken}");
     assert_eq!(seats_taken, 1, "the guard kept the course within capacity");
     println!("\nThe guard held: the course never went over capacity.");
-    Ok(())
+
+    caught_up(&projection).await;
+    println!("\nThe read model, kept live by a projection while the demo appended:");
+    for (course, (capacity, taken)) in &seats_left.lock().expect("not poisoned").courses {
+        if course.ends_with(suffix) {
+            println!(
+                "  {course}: {} of {capacity} seats left",
+                capacity.saturating_sub(*taken)
+            );
+        }
+    }
+    let status = &projection.status()[0];
+    println!(
+        "  ({} events applied, lag {:?})",
+        status.applied,
+        status.lag().unwrap_or_default()
+    );
+    assert_eq!(
+        seats_left.lock().expect("not poisoned").courses[&robotics],
+        (1, 1)
+    );
+    projection.shutdown().await
 }
 
 #[tokio::main]
