@@ -26,7 +26,10 @@ CREATE INDEX IF NOT EXISTS events_payload_idx ON events
     USING gin (payload jsonb_path_ops) WITH (fastupdate = off);
 -- A decision's guard also fails for matching events its read could not see: those written by
 -- transactions at or above the read snapshot's xmin and not visible in it (a range at the end).
-CREATE INDEX IF NOT EXISTS events_tx_id_idx ON events (tx_id);
+-- The feed reads in (tx_id, position) order from a checkpoint: one index serves both (a bulk
+-- load writes many events in one transaction, so tx_id alone would leave a sort per page).
+CREATE INDEX IF NOT EXISTS events_tx_id_position_idx ON events (tx_id, position);
+DROP INDEX IF EXISTS events_tx_id_idx;
 ALTER INDEX events_tags_idx SET (fastupdate = off);
 ALTER INDEX events_payload_idx SET (fastupdate = off);
 
@@ -44,4 +47,4 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version    integer     PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;

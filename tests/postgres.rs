@@ -409,7 +409,7 @@ async fn migrate_upgrades_a_schema_that_predates_versions() {
     let client = store.pool().get().await.unwrap();
     client
         .batch_execute(&format!(
-            "DROP TABLE \"{schema}\".schema_version; DROP INDEX \"{schema}\".events_tx_id_idx; \
+            "DROP TABLE \"{schema}\".schema_version; DROP INDEX \"{schema}\".events_tx_id_position_idx; \
              DROP TABLE \"{schema}\".checkpoints"
         ))
         .await
@@ -420,7 +420,7 @@ async fn migrate_upgrades_a_schema_that_predates_versions() {
             .query_one(
                 &format!(
                     "SELECT (SELECT max(version) FROM \"{schema}\".schema_version), \
-                     to_regclass('\"{schema}\".events_tx_id_idx') IS NOT NULL, \
+                     to_regclass('\"{schema}\".events_tx_id_position_idx') IS NOT NULL, \
                      to_regclass('\"{schema}\".checkpoints') IS NOT NULL"
                 ),
                 &[],
@@ -429,7 +429,7 @@ async fn migrate_upgrades_a_schema_that_predates_versions() {
             .unwrap();
         (row.get(0), row.get(1), row.get(2))
     };
-    assert_eq!((version, index, checkpoints), (2, true, true));
+    assert_eq!((version, index, checkpoints), (3, true, true));
 }
 
 /// An append whose events bring more lock keys than one append may take locks buckets of keys

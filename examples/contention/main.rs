@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Scenarios: `raw-insert` (the baseline), `append-unguarded`, `append-disjoint`, `append-hot`,
-//! `append-mixed`, `beside-bulk`, `guard-latency`, `read-throughput`, or `all`. Options:
+//! `append-mixed`, `beside-bulk`, `guard-latency`, `read-throughput`, `feed-catch-up`,
+//! `live-latency`, or `all`. Options:
 //! `--writers` (a list), `--seconds` (per measurement, default 10), `--events` (events loaded
 //! before the append scenarios, default 100000), `--group N` and `--in-flight N` (group commit:
 //! appends per transaction, 1 for none, and groups in flight; the store's defaults otherwise),
@@ -18,6 +19,8 @@
 //!
 //! The data lives in the schemas `bench_contention`, `bench_raw` and `bench_guard`, which the
 //! runner drops and recreates. fsync stays as the server has it (on by default).
+
+mod consumers;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,10 +52,12 @@ enum Scenario {
     BesideBulk,
     GuardLatency,
     ReadThroughput,
+    FeedCatchUp,
+    LiveLatency,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 10] = [
         Scenario::RawInsert,
         Scenario::AppendUnguarded,
         Scenario::AppendDisjoint,
@@ -61,6 +66,8 @@ impl Scenario {
         Scenario::BesideBulk,
         Scenario::GuardLatency,
         Scenario::ReadThroughput,
+        Scenario::FeedCatchUp,
+        Scenario::LiveLatency,
     ];
 
     fn name(self) -> &'static str {
@@ -73,6 +80,8 @@ impl Scenario {
             Scenario::BesideBulk => "beside-bulk",
             Scenario::GuardLatency => "guard-latency",
             Scenario::ReadThroughput => "read-throughput",
+            Scenario::FeedCatchUp => "feed-catch-up",
+            Scenario::LiveLatency => "live-latency",
         }
     }
 }
@@ -413,7 +422,7 @@ async fn load(store: &PgEventStore, from: u64, to: u64) -> Result<(), BoxError> 
     if bulk {
         client
             .batch_execute(&format!(
-                "DROP INDEX \"{schema}\".events_type_position_idx, \"{schema}\".events_tags_idx, \"{schema}\".events_payload_idx, \"{schema}\".events_tx_id_idx"
+                "DROP INDEX \"{schema}\".events_type_position_idx, \"{schema}\".events_tags_idx, \"{schema}\".events_payload_idx, \"{schema}\".events_tx_id_position_idx"
             ))
             .await?;
     }
@@ -989,10 +998,15 @@ async fn main() -> Result<(), BoxError> {
         std::process::exit(2);
     };
     let max_writers = *args.writers.iter().max().expect("writers");
-    let needs_stores = args
-        .scenarios
-        .iter()
-        .any(|s| !matches!(s, Scenario::GuardLatency | Scenario::ReadThroughput));
+    let needs_stores = args.scenarios.iter().any(|s| {
+        !matches!(
+            s,
+            Scenario::GuardLatency
+                | Scenario::ReadThroughput
+                | Scenario::FeedCatchUp
+                | Scenario::LiveLatency
+        )
+    });
     eprintln!(
         "contention: {} s per measurement, writers {:?}, {} events loaded",
         args.seconds, args.writers, args.events
@@ -1027,6 +1041,16 @@ async fn main() -> Result<(), BoxError> {
             Scenario::ReadThroughput => {
                 for r in bench.read_throughput().await? {
                     r.print(json_lines);
+                }
+            }
+            Scenario::FeedCatchUp => {
+                for r in bench.feed_catch_up().await? {
+                    r.print(json_lines);
+                }
+            }
+            Scenario::LiveLatency => {
+                for writers in bench.args.writers.clone() {
+                    bench.live_latency(writers).await?.print(json_lines);
                 }
             }
             Scenario::BesideBulk => {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// The schema's DDL, run in the store's schema.
 pub(super) const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
 /// The version `EVENTS_DDL` records in `schema_version`.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 /// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
 const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
 
