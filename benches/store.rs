@@ -135,6 +135,41 @@ fn bench_store<S: EventStore + Clone + 'static>(
         })
     });
 
+    // The checkpoint after the first 50k events: pages from there read loaded events.
+    let middle = rt.block_on(async {
+        let mut at = None;
+        for _ in 0..(50_000 / 5_000) {
+            at = Some(
+                store
+                    .feed(&Query::all(), at, 5_000)
+                    .await
+                    .expect("feed")
+                    .next,
+            );
+        }
+        at
+    });
+    group.bench_function("feed_page_512_events", |b| {
+        b.to_async(rt).iter(|| {
+            let store = store.clone();
+            async move {
+                let page = store.feed(&Query::all(), middle, 512).await.expect("feed");
+                assert_eq!(page.events.len(), 512);
+                page
+            }
+        })
+    });
+
+    group.bench_function("feed_caught_up_course", |b| {
+        b.to_async(rt).iter(|| {
+            let store = store.clone();
+            async move {
+                let query = Query::from(QueryItem::tagged(["course:none"]));
+                store.feed(&query, None, 512).await.expect("feed")
+            }
+        })
+    });
+
     group.finish();
 }
 

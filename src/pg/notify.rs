@@ -193,11 +193,12 @@ impl Changes {
     }
 }
 
-/// The least time between two notifications of one store. Under a steady load, notifying
-/// after every append cost appends about a tenth of their throughput (32 writers, measured
-/// with the contention runner's `--no-notify`); this adds at most as much to the latency of
+/// The least time between two notifications of one store. A notification costs the server
+/// more than its statement (PostgreSQL serialises notifying commits): with 32 writers appending
+/// as fast as they can, one every 5 ms cost appends 10–15% of their throughput, one every 10 ms
+/// about 4% (BENCHMARKS.md, "Consumers"). This adds at most as much to the latency of
 /// subscribers in other processes.
-const NOTIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+const NOTIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Sends one notification per burst of appends, for as long as the store lives.
 async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
@@ -206,7 +207,11 @@ async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
         let sent = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
             client
-                .execute("SELECT pg_notify($1, '')", &[&channel])
+                // A notification needs no durability: its commit does not wait for a WAL flush.
+                .execute(
+                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+                    &[&channel],
+                )
                 .await
                 .map_err(|e| e.to_string())
         };

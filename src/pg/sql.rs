@@ -179,9 +179,12 @@ pub(crate) fn select_feed(
     .order_by("tx_id", Order::Asc)
     .order_by("position", Order::Asc)
     .limit(limit);
-    // Committed events of the query at or above the frontier: the feed holds them back.
+    // Committed events of the query at or above the frontier: the feed holds them back. A
+    // scalar subquery ordered by tx_id with LIMIT 1, not EXISTS: PostgreSQL drops the ORDER BY
+    // of an EXISTS and, not knowing the frontier, may scan the whole table instead of the
+    // index range at its end.
     let mut held = Sql::select();
-    held.expr(Expr::cust("1"))
+    held.column("tx_id")
         .from(schema.events())
         .and_where(Expr::cust(
             r#""tx_id" >= pg_snapshot_xmin(pg_current_snapshot())"#,
@@ -189,13 +192,17 @@ pub(crate) fn select_feed(
     if let Some(filter) = filter(query) {
         held.cond_where(filter);
     }
+    held.order_by("tx_id", Order::Asc).limit(1);
     let mut frontier = Sql::select();
     frontier
         .expr_as(
             Expr::cust("pg_snapshot_xmin(pg_current_snapshot())::text"),
             "frontier",
         )
-        .expr_as(Expr::exists(held), "held");
+        .expr_as(
+            Expr::SubQuery(None, Box::new(held.into())).is_not_null(),
+            "held",
+        );
     let mut select = Sql::select();
     select
         .column(("f", "frontier"))
@@ -483,6 +490,25 @@ mod tests {
         let s = select_events(&schema(), &Query::all(), &ReadOptions::default()).unwrap();
         assert_eq!(s.sql, format!(r#"{SELECT} ORDER BY "position" ASC"#));
         assert!(s.params().is_empty());
+    }
+
+    #[test]
+    fn feed_reads_below_the_frontier_in_transaction_order() {
+        let query = Query::from(QueryItem::tagged(["course:c1"]));
+        let s = select_feed(&schema(), &query, (7, 3), 512).unwrap();
+        let xmin = "pg_snapshot_xmin(pg_current_snapshot())";
+        let columns =
+            r#""position", "event_id", "event_type", "tags", "payload", "metadata", "occurred_at""#;
+        let e_columns = r#""e"."position", "e"."event_id", "e"."event_type", "e"."tags", "e"."payload", "e"."metadata", "e"."occurred_at""#;
+        assert_eq!(
+            s.sql,
+            format!(
+                r#"SELECT "f"."frontier", "f"."held", "e"."tx", {e_columns} FROM (SELECT {xmin}::text AS "frontier", (SELECT "tx_id" FROM "dcb"."events" WHERE ("tx_id" >= {xmin}) AND "tags" @> $1 ORDER BY "tx_id" ASC LIMIT $2) IS NOT NULL AS "held") AS "f" LEFT JOIN LATERAL (SELECT "tx_id"::text AS "tx", {columns} FROM "dcb"."events" WHERE "tags" @> $3 AND (("tx_id", "position") > (CAST($4 AS xid8), $5)) AND ("tx_id" < {xmin}) ORDER BY "tx_id" ASC, "position" ASC LIMIT $6) AS "e" ON TRUE"#
+            )
+        );
+        // The held-back check is a scalar subquery on the tx_id index range, not an EXISTS
+        // (whose ORDER BY PostgreSQL drops, and which it may answer with a sequential scan).
+        assert!(!str::contains(&s.sql, "EXISTS"));
     }
 
     #[test]
