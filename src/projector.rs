@@ -482,20 +482,29 @@ impl ProjectionHandle {
     /// ```
     pub async fn shutdown(self) -> Result<()> {
         self.stop.send_replace(true);
-        let mut first = Ok(());
-        for task in self.tasks {
-            let outcome = task.await.unwrap_or_else(|e| {
-                Err(Error::Projection {
-                    projection: "runner".into(),
-                    source: e.into(),
-                })
-            });
-            if first.is_ok() {
-                first = outcome;
-            }
-        }
-        first
+        first_failure(Ok(()), self.tasks, "runner").await
     }
+}
+
+/// Waits for every task; the first failure among `first` and theirs (a task that panicked is
+/// reported as a failure of `what`).
+async fn first_failure(
+    mut first: Result<()>,
+    tasks: Vec<JoinHandle<Result<()>>>,
+    what: &str,
+) -> Result<()> {
+    for task in tasks {
+        let outcome = task.await.unwrap_or_else(|e| {
+            Err(Error::Projection {
+                projection: what.into(),
+                source: e.into(),
+            })
+        });
+        if first.is_ok() {
+            first = outcome;
+        }
+    }
+    first
 }
 
 /// Reads one projector's subscription and hands batches to its workers.
@@ -521,19 +530,7 @@ impl<S: EventStore> Reader<S> {
     ) -> Result<()> {
         let outcome = self.read(workers).await;
         // The workers end once their batches are drained (their senders are dropped).
-        let mut first = outcome;
-        for output in outputs {
-            let worker = output.await.unwrap_or_else(|e| {
-                Err(Error::Projection {
-                    projection: "worker".into(),
-                    source: e.into(),
-                })
-            });
-            if first.is_ok() {
-                first = worker;
-            }
-        }
-        first
+        first_failure(outcome, outputs, "worker").await
     }
 
     async fn read(&mut self, workers: Vec<WorkerInput>) -> Result<()> {

@@ -34,6 +34,24 @@ async fn take(live: &mut Subscription, want: usize, wait: Duration) -> Vec<FeedE
     events
 }
 
+/// `delivered` holds each event of `store`'s log exactly once, and the log holds `committed`.
+async fn assert_each_committed_event_once(
+    delivered: &[FeedEvent],
+    store: &PgEventStore,
+    committed: usize,
+) {
+    let ids: Vec<Uuid> = delivered.iter().map(|e| e.event.event.id).collect();
+    let unique: HashSet<Uuid> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an event was delivered twice");
+    let log: HashSet<Uuid> = common::all_events(store)
+        .await
+        .iter()
+        .map(|e| e.event.id)
+        .collect();
+    assert_eq!(unique, log, "delivered and committed differ");
+    assert_eq!(log.len(), committed);
+}
+
 /// Terminates every backend named `application` (what a failover or an administrator does).
 async fn kill_connections(application: &str) -> u64 {
     let admin = common::pool(1).get().await.unwrap();
@@ -147,16 +165,7 @@ async fn a_subscription_survives_killed_connections() {
     assert_eq!(last.len(), 1, "woken after the listener reconnected");
     delivered.extend(last);
 
-    let ids: Vec<Uuid> = delivered.iter().map(|e| e.event.event.id).collect();
-    let unique: HashSet<Uuid> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), ids.len(), "an event was delivered twice");
-    let committed: HashSet<Uuid> = common::all_events(&writer)
-        .await
-        .iter()
-        .map(|e| e.event.id)
-        .collect();
-    assert_eq!(unique, committed, "delivered and committed differ");
-    assert_eq!(committed.len(), 61);
+    assert_each_committed_event_once(&delivered, &writer, 61).await;
 }
 
 /// 32 writers for 20 s: guarded appends on boundaries of their own, unguarded appends, appends
@@ -330,14 +339,5 @@ async fn a_subscription_survives_a_server_restart() {
         }
     }
     delivered.extend(take(&mut live, 10, Duration::from_secs(60)).await);
-    let ids: Vec<Uuid> = delivered.iter().map(|e| e.event.event.id).collect();
-    let unique: HashSet<Uuid> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), ids.len(), "an event was delivered twice");
-    let committed: HashSet<Uuid> = common::all_events(&writer)
-        .await
-        .iter()
-        .map(|e| e.event.id)
-        .collect();
-    assert_eq!(unique, committed, "delivered and committed differ");
-    assert_eq!(committed.len(), 20);
+    assert_each_committed_event_once(&delivered, &writer, 20).await;
 }

@@ -11,20 +11,13 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Bench, BoxError, Report, Scenario, event, load, percentile, round, rss_mb, store_at};
+use super::{Bench, BoxError, Report, Scenario, event, percentile, round, rss_mb, store_at};
 
 impl Bench {
     /// Catch-up: every event of a large log through `subscribe` from the start (until caught
     /// up), against `read_stream` of the same events by position; events/s and memory growth.
     pub(super) async fn feed_catch_up(&mut self) -> Result<Vec<Report>, BoxError> {
-        let size = if self.args.quick { 10_000 } else { 1_000_000 };
-        let store = store_at(&self.url, "bench_guard", 2, self.args.group).await?;
-        store.migrate().await?;
-        let have = Self::head(&store).await?;
-        if have < size {
-            load(&store, have + 1, size).await?;
-        }
-        let in_store = Self::head(&store).await?;
+        let (store, in_store) = self.large_store().await?;
 
         let started = Instant::now();
         let mut stream = store.read_stream(&Query::all(), ReadOptions::default());

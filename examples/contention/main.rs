@@ -806,7 +806,9 @@ impl Bench {
         Ok(reports)
     }
 
-    async fn read_throughput(&mut self) -> Result<Vec<Report>, BoxError> {
+    /// The store of `bench_guard` holding at least 1M events (10k with `--quick`), and how many
+    /// it holds.
+    async fn large_store(&self) -> Result<(PgEventStore, u64), BoxError> {
         let size = if self.args.quick { 10_000 } else { 1_000_000 };
         let store = store_at(&self.url, "bench_guard", 2, self.args.group).await?;
         store.migrate().await?;
@@ -815,6 +817,12 @@ impl Bench {
             load(&store, have + 1, size).await?;
         }
         let in_store = Self::head(&store).await?;
+        Ok((store, in_store))
+    }
+
+    async fn read_throughput(&mut self) -> Result<Vec<Report>, BoxError> {
+        let (store, in_store) = self.large_store().await?;
+        let size = if self.args.quick { 10_000 } else { 1_000_000 };
         let query = Query::from(QueryItem::types([
             "CourseDefined",
             "StudentSubscribed",

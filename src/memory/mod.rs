@@ -20,7 +20,7 @@ use crate::store::{
     AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
     replay_or_duplicate,
 };
-use crate::subscription::{FeedFn, SubscribeOptions, Subscription, follow};
+use crate::subscription::{SubscribeOptions, Subscription, follow_store};
 use crate::telemetry;
 use tokio::sync::watch;
 
@@ -362,12 +362,7 @@ impl EventStore for MemoryEventStore {
         after: Option<Checkpoint>,
         options: SubscribeOptions,
     ) -> Subscription {
-        let (store, query) = (self.clone(), query.clone());
-        let feed: FeedFn = Box::new(move |after, limit| {
-            let page = store.feed_now(&query, after, limit);
-            Box::pin(std::future::ready(page))
-        });
-        follow(feed, self.changes.subscribe(), after, options)
+        follow_store(self, query, self.changes.subscribe(), after, options)
     }
 
     fn append(

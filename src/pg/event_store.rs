@@ -15,7 +15,7 @@ use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::POSTGRES;
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_feed};
-use crate::subscription::{FeedFn, SubscribeOptions, Subscription, follow};
+use crate::subscription::{SubscribeOptions, Subscription, follow_store};
 use crate::telemetry;
 
 impl EventStore for PgEventStore {
@@ -119,11 +119,6 @@ impl EventStore for PgEventStore {
         after: Option<Checkpoint>,
         options: SubscribeOptions,
     ) -> Subscription {
-        let (store, query) = (self.clone(), query.clone());
-        let feed: FeedFn = Box::new(move |after, limit| {
-            let (store, query) = (store.clone(), query.clone());
-            Box::pin(async move { store.feed(&query, after, limit).await })
-        });
-        follow(feed, self.changes.subscribe(), after, options)
+        follow_store(self, query, self.changes.subscribe(), after, options)
     }
 }
