@@ -341,3 +341,27 @@ async fn a_subscription_survives_a_server_restart() {
     delivered.extend(take(&mut live, 10, Duration::from_secs(60)).await);
     assert_each_committed_event_once(&delivered, &writer, 20).await;
 }
+
+/// The last subscription of a store is dropped and a new one starts at once: the new one is
+/// still woken across stores (the listener serves it, or a new one does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_after_the_last_one_is_still_woken() {
+    let writer = common::store().await;
+    let application = format!("again_{}", &writer.schema()[..20]);
+    let reader = common::built_store_in(writer.schema(), &application).await;
+    let slow = SubscribeOptions::default().poll_interval(Duration::from_secs(60));
+    for round in 0..3 {
+        let mut live = reader.subscribe(&Query::all(), None, slow.clone());
+        assert_eq!(
+            take(&mut live, round, Duration::from_secs(20)).await.len(),
+            round
+        );
+        writer
+            .append([event("Appended", &["a"], json!({"round": round}))], None)
+            .await
+            .unwrap();
+        let got = take(&mut live, 1, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), 1, "round {round}: woken by the other store");
+        drop(live);
+    }
+}

@@ -179,15 +179,22 @@ impl Changes {
 
     /// What a new subscription waits on; starts the listener if it is not running.
     pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        let Some(connect) = &self.connect else {
+            return self.wake.subscribe();
+        };
+        let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        // With no subscription left, a running listener is about to end (it ends when the last
+        // one goes): start a new one rather than count on it.
+        let ending = self.wake.receiver_count() == 0;
         let receiver = self.wake.subscribe();
-        if let Some(connect) = &self.connect {
-            let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-            if listener.as_ref().is_none_or(AbortHandle::is_finished)
-                && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            {
-                let task = listen(connect.clone(), self.channel.clone(), self.wake.clone());
-                *listener = Some(runtime.spawn(task).abort_handle());
+        if (ending || listener.as_ref().is_none_or(AbortHandle::is_finished))
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            if let Some(old) = listener.take() {
+                old.abort();
             }
+            let task = listen(connect.clone(), self.channel.clone(), self.wake.clone());
+            *listener = Some(runtime.spawn(task).abort_handle());
         }
         receiver
     }
