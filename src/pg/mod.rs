@@ -488,14 +488,14 @@ impl PgEventStore {
         &self.pool
     }
 
-    /// Like [`EventStore::read`], on a client or transaction of the caller: inside a
+    /// Like [`EventStore::read`](crate::EventStore::read), on a client or transaction of the caller: inside a
     /// transaction the read sees the transaction's own writes, and its
     /// [`ReadResult::append_condition`] guards an [`PgEventStore::append_in`] of the same
     /// transaction (at READ COMMITTED the snapshot is the read statement's own).
     ///
     /// # Errors
     ///
-    /// As [`EventStore::read`].
+    /// As [`EventStore::read`](crate::EventStore::read).
     ///
     /// ```no_run
     /// use dcbstore::{Query, ReadOptions};
@@ -517,7 +517,7 @@ impl PgEventStore {
         read_seen(client, &statement, query.clone(), options).await
     }
 
-    /// Like [`EventStore::append`], inside the caller's transaction, so that e.g. a read model
+    /// Like [`EventStore::append`](crate::EventStore::append), inside the caller's transaction, so that e.g. a read model
     /// can be updated in the same commit. The events become visible when the caller commits.
     ///
     /// The transaction must run at READ COMMITTED (PostgreSQL's default; the advisory locks this
@@ -531,7 +531,7 @@ impl PgEventStore {
     ///
     /// # Errors
     ///
-    /// As [`EventStore::append`], plus [`Error::UnsupportedIsolation`]. After an error, roll
+    /// As [`EventStore::append`](crate::EventStore::append), plus [`Error::UnsupportedIsolation`]. After an error, roll
     /// the transaction back.
     ///
     /// ```no_run
