@@ -1,0 +1,104 @@
+//! The checks every backend makes before it touches its log, and the classification of an
+//! append whose ids are stored already.
+
+use crate::condition::AppendCondition;
+use crate::error::{Error, InvalidInput, Result};
+use crate::event::{Event, validate_batch};
+use crate::feed::Checkpoint;
+use crate::options::ReadOptions;
+use crate::query::Query;
+use crate::snapshot::ReadSnapshot;
+use crate::store::AppendResult;
+use crate::validate;
+use uuid::Uuid;
+
+/// Classifies an append some of whose ids are stored already (`stored`: id → its position and
+/// stored event): all of them with the same content is an idempotent replay; all of them but one
+/// stored with other content is an idempotency conflict; some of them a duplicate.
+pub(crate) fn replay_or_duplicate<'a>(
+    events: &[Event],
+    stored: impl Fn(&Uuid) -> Option<(u64, &'a Event)>,
+) -> Result<AppendResult> {
+    let found: Vec<Option<(u64, &Event)>> = events.iter().map(|e| stored(&e.id)).collect();
+    if found.iter().any(Option::is_none) {
+        let event_id = events
+            .iter()
+            .zip(&found)
+            .find_map(|(e, f)| f.map(|_| e.id))
+            .expect("some id is stored");
+        return Err(Error::DuplicateEventId { event_id });
+    }
+    let mut positions = Vec::with_capacity(events.len());
+    for (event, (position, original)) in events.iter().zip(found.into_iter().flatten()) {
+        if !event.same_content(original) {
+            return Err(Error::IdempotencyConflict {
+                event_id: event.id,
+                position,
+            });
+        }
+        positions.push(position);
+    }
+    Ok(AppendResult {
+        positions,
+        replay: true,
+    })
+}
+
+/// Checks a read's input the same way for every backend.
+pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), InvalidInput> {
+    query.validate()?;
+    options.from.map(validate::position).transpose()?;
+    if let Some(limit) = options.limit
+        && i64::try_from(limit).is_err()
+    {
+        return Err(InvalidInput::LimitOutOfRange(limit));
+    }
+    Ok(())
+}
+
+/// Checks an append's input the same way for every backend; `backend` names the store's, whose
+/// snapshots alone it accepts.
+pub(crate) fn check_append(
+    events: &[Event],
+    condition: Option<&AppendCondition>,
+    max_batch_size: usize,
+    backend: &'static str,
+) -> Result<(), InvalidInput> {
+    validate_batch(events, max_batch_size)?;
+    if let Some(c) = condition {
+        c.fail_if_events_match.validate()?;
+        c.after.map(validate::position).transpose()?;
+        if let Some(found) = c.snapshot.as_ref().map(ReadSnapshot::backend)
+            && found != backend
+        {
+            return Err(InvalidInput::ForeignSnapshot {
+                expected: backend,
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a feed's arguments: the query, a positive `limit`, and a checkpoint of `backend`.
+pub(crate) fn check_feed(
+    query: &Query,
+    after: Option<&Checkpoint>,
+    limit: usize,
+    backend: &'static str,
+) -> Result<()> {
+    query.validate()?;
+    if limit == 0 {
+        return Err(InvalidInput::ZeroFeedLimit.into());
+    }
+    if let Some(found) = after.map(Checkpoint::backend)
+        && found != backend
+    {
+        return Err(InvalidInput::ForeignCheckpoint {
+            expected: backend,
+            found,
+        }
+        .into());
+    }
+    Ok(())
+}

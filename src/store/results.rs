@@ -1,0 +1,343 @@
+//! What reads and appends return: [`ReadResult`] and [`AppendResult`].
+
+use crate::condition::AppendCondition;
+use crate::error::{InvalidInput, Result};
+use crate::event::SequencedEvent;
+use crate::options::ReadOptions;
+use crate::query::Query;
+use crate::snapshot::ReadSnapshot;
+
+/// The events a read returned, in read order, with what the read saw: the query, the options
+/// and the snapshot it ran in, from which [`ReadResult::append_condition`] derives the guard of
+/// the decision made from these events.
+///
+/// ```
+/// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// # let store = MemoryEventStore::new();
+/// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+/// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+/// for event in &read {
+///     println!("{} {}", event.position, event.event_type);
+/// }
+/// let condition = read.append_condition()?; // guards a decision made from these events
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadResult {
+    events: Vec<SequencedEvent>,
+    query: Query,
+    options: ReadOptions,
+    snapshot: ReadSnapshot,
+}
+
+impl ReadResult {
+    /// The result of reading `query` with `options` in `snapshot`.
+    pub(crate) fn new(
+        events: Vec<SequencedEvent>,
+        query: Query,
+        options: ReadOptions,
+        snapshot: ReadSnapshot,
+    ) -> Self {
+        Self {
+            events,
+            query,
+            options,
+            snapshot,
+        }
+    }
+
+    /// The condition that guards a decision made from this read: fail if any event matching the
+    /// read's query became visible after the read, whatever its position, or has a position above
+    /// the ones the read covered.
+    ///
+    /// It does not fail for the events the read returned, nor (for a read
+    /// [`from_position`](ReadOptions::from_position)) for events before the start that were
+    /// already visible, nor (for a [`backwards`](ReadOptions::backwards) read with a limit) for
+    /// the older events the limit left out: those are the caller's choice. Its `after` is the
+    /// last position read; for an empty read from position `n`, `n - 1`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput::IncompleteRead`] for a forward read that stopped at its limit: it did not
+    /// see the rest of its query, so the condition would fail whenever there is more.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// let condition = read.append_condition()?;
+    /// assert_eq!(condition.after, Some(1));
+    /// assert_eq!(condition.snapshot.as_ref(), Some(read.snapshot()));
+    /// store.append([Event::new("B", serde_json::json!({}))], Some(condition)).await?;
+    ///
+    /// let first = store.read(&Query::all(), ReadOptions::default().limit(1)).await?;
+    /// assert!(first.append_condition().unwrap_err().is_invalid_input());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn append_condition(&self) -> Result<AppendCondition> {
+        let after = if self.options.backwards {
+            self.last_position()
+        } else {
+            if let Some(limit) = self.options.limit
+                && self.events.len() as u64 >= limit
+            {
+                return Err(InvalidInput::IncompleteRead { limit }.into());
+            }
+            let before_start = self.options.from.map(|from| from.saturating_sub(1));
+            self.last_position().or(before_start.filter(|p| *p > 0))
+        };
+        Ok(AppendCondition {
+            fail_if_events_match: self.query.clone(),
+            after,
+            snapshot: Some(self.snapshot.clone()),
+        })
+    }
+
+    /// The snapshot the read ran in: what it saw.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert_eq!(read.snapshot().to_string(), "mem:1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> &ReadSnapshot {
+        &self.snapshot
+    }
+
+    /// The query the read was made with.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert!(read.query().is_all());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn query(&self) -> &Query {
+        &self.query
+    }
+
+    /// The highest position read, `None` when nothing matched.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert_eq!(read.last_position(), Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn last_position(&self) -> Option<u64> {
+        self.events.iter().map(|e| e.position).max()
+    }
+
+    /// The events, in read order.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// assert_eq!(read.events()[0].event_type, "A");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(&self) -> &[SequencedEvent] {
+        &self.events
+    }
+
+    /// Takes the events out.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// let events: Vec<dcbstore::SequencedEvent> = read.into_events();
+    /// assert_eq!(events.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_events(self) -> Vec<SequencedEvent> {
+        self.events
+    }
+
+    /// Number of events read.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(store.read(&Query::all(), ReadOptions::default()).await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// `true` when nothing matched.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let none = Query::from(dcbstore::QueryItem::types(["B"]));
+    /// assert!(store.read(&none, ReadOptions::default()).await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Iterates over the events in read order.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// # let store = MemoryEventStore::new();
+    /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(store.read(&Query::all(), ReadOptions::default()).await?.iter().count(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn iter(&self) -> std::slice::Iter<'_, SequencedEvent> {
+        self.events.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ReadResult {
+    type Item = &'a SequencedEvent;
+    type IntoIter = std::slice::Iter<'a, SequencedEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.iter()
+    }
+}
+
+impl IntoIterator for ReadResult {
+    type Item = SequencedEvent;
+    type IntoIter = std::vec::IntoIter<SequencedEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.into_iter()
+    }
+}
+
+/// What an append wrote.
+///
+/// ```
+/// use dcbstore::{Event, EventStore, MemoryEventStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let written = store
+///     .append([Event::new("A", serde_json::json!({})), Event::new("B", serde_json::json!({}))], None)
+///     .await?;
+/// assert_eq!(written.positions().len(), 2);
+/// assert_eq!(written.last_position(), written.positions()[1]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Never empty: an append writes at least one event.
+    pub(super) positions: Vec<u64>,
+    pub(super) replay: bool,
+}
+
+impl AppendResult {
+    /// Wraps the positions of a successful append (at least one).
+    pub(crate) fn new(positions: Vec<u64>) -> Self {
+        debug_assert!(!positions.is_empty());
+        Self {
+            positions,
+            replay: false,
+        }
+    }
+
+    /// `true` when every event of the batch was stored already (the same ids): an idempotent
+    /// retry, e.g. after a timeout left the first outcome unknown. Nothing was written and the
+    /// positions are the original ones, even if the condition would now fail because of those
+    /// very events.
+    ///
+    /// ```
+    /// use dcbstore::{AppendCondition, Event, EventStore, MemoryEventStore, Query};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let event = Event::new("PaymentReceived", serde_json::json!({"amount": 10}));
+    /// let condition = AppendCondition::new(Query::all(), None);
+    /// let first = store.append([event.clone()], Some(condition.clone())).await?;
+    /// let retry = store.append([event], Some(condition)).await?;
+    /// assert!(retry.is_replay() && !first.is_replay());
+    /// assert_eq!(retry.positions(), first.positions());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_replay(&self) -> bool {
+        self.replay
+    }
+
+    /// The positions of the appended events, in batch order.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let written = store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(written.positions(), [1]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn positions(&self) -> &[u64] {
+        &self.positions
+    }
+
+    /// The position of the batch's last event.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let written = store.append([Event::new("A", serde_json::json!({})), Event::new("B", serde_json::json!({}))], None).await?;
+    /// assert_eq!(written.last_position(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn last_position(&self) -> u64 {
+        self.positions[self.positions.len() - 1]
+    }
+}
