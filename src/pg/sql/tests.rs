@@ -1,0 +1,273 @@
+//! The generated SQL, asserted: reads, the feed, appends and their guards.
+
+use super::*;
+use crate::query::QueryItem;
+use serde_json::json;
+
+fn schema() -> SchemaName {
+    SchemaName::new("dcb").unwrap()
+}
+
+const SELECT: &str = r#"SELECT "position", "event_id", "event_type", "tags", "payload", "metadata", "occurred_at" FROM "dcb"."events""#;
+
+#[test]
+fn read_of_everything_has_no_filter() {
+    let s = select_events(&schema(), &Query::all(), &ReadOptions::default()).unwrap();
+    assert_eq!(s.sql, format!(r#"{SELECT} ORDER BY "position" ASC"#));
+    assert!(s.params().is_empty());
+}
+
+#[test]
+fn feed_reads_below_the_frontier_in_transaction_order() {
+    let query = Query::from(QueryItem::tagged(["course:c1"]));
+    let s = select_feed(&schema(), &query, (7, 3), 512).unwrap();
+    let xmin = "pg_snapshot_xmin(pg_current_snapshot())";
+    let columns =
+        r#""position", "event_id", "event_type", "tags", "payload", "metadata", "occurred_at""#;
+    let e_columns = r#""e"."position", "e"."event_id", "e"."event_type", "e"."tags", "e"."payload", "e"."metadata", "e"."occurred_at""#;
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"SELECT "f"."frontier", "f"."held", "e"."tx", {e_columns} FROM (SELECT {xmin}::text AS "frontier", (SELECT "tx_id" FROM "dcb"."events" WHERE ("tx_id" >= {xmin}) AND "tags" @> $1 ORDER BY "tx_id" ASC LIMIT $2) IS NOT NULL AS "held") AS "f" LEFT JOIN LATERAL (SELECT "tx_id"::text AS "tx", {columns} FROM "dcb"."events" WHERE "tags" @> $3 AND (("tx_id", "position") > (CAST($4 AS xid8), $5)) AND ("tx_id" < {xmin}) ORDER BY "tx_id" ASC, "position" ASC LIMIT $6) AS "e" ON TRUE"#
+        )
+    );
+    // The held-back check is a scalar subquery on the tx_id index range, not an EXISTS
+    // (whose ORDER BY PostgreSQL drops, and which it may answer with a sequential scan).
+    assert!(!str::contains(&s.sql, "EXISTS"));
+}
+
+#[test]
+fn read_compiles_types_tags_and_payload_predicates() {
+    let query = Query::from_items([
+        QueryItem::types(["Lent", "Returned"])
+            .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
+        QueryItem::types(["CourseDefined"]).tags(["course:c1"]),
+    ]);
+    let s = select_events(&schema(), &query, &ReadOptions::default()).unwrap();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"{SELECT} WHERE ("event_type" = ANY($1) AND ("payload" @> $2 OR "payload" @> $3)) OR ("event_type" = $4 AND "tags" @> $5) ORDER BY "position" ASC"#
+        )
+    );
+    let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        types,
+        [
+            Type::TEXT_ARRAY,
+            Type::JSONB,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TEXT_ARRAY
+        ]
+    );
+}
+
+#[test]
+fn read_options_bind_from_and_limit() {
+    let query = Query::from(QueryItem::new().payload_all_of([(["a", "b"], json!(1))]));
+    let forward = ReadOptions::default().from_position(5).limit(10);
+    let s = select_events(&schema(), &query, &forward).unwrap();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"{SELECT} WHERE "payload" @> $1 AND "position" >= $2 ORDER BY "position" ASC LIMIT $3"#
+        )
+    );
+    let backwards = forward.backwards();
+    let s = select_events(&schema(), &query, &backwards).unwrap();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"{SELECT} WHERE "payload" @> $1 AND "position" <= $2 ORDER BY "position" DESC LIMIT $3"#
+        )
+    );
+    assert_eq!(s.params()[2].1, Type::INT8);
+}
+
+#[test]
+fn read_with_time_range() {
+    let t = time::OffsetDateTime::UNIX_EPOCH;
+    let query = Query::all().occurred_from(t).occurred_before(t);
+    let s = select_events(&schema(), &query, &ReadOptions::default()).unwrap();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"{SELECT} WHERE "occurred_at" >= $1 AND "occurred_at" < $2 ORDER BY "position" ASC"#
+        )
+    );
+}
+
+#[test]
+fn large_ors_render_as_one_flat_or() {
+    let nine = Query::from_items((0..9).map(|i| QueryItem::types([format!("T{i}")])));
+    let s = select_events(&schema(), &nine, &ReadOptions::default()).unwrap();
+    let all: Vec<String> = (1..=9).map(|p| format!(r#""event_type" = ${p}"#)).collect();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"{SELECT} WHERE {} ORDER BY "position" ASC"#,
+            all.join(" OR ")
+        )
+    );
+}
+
+/// 15,000 items overflowed the stack when the OR was one left-deep chain; nested, 50,000
+/// render on a thread with a 2 MiB stack (the default of test and runtime threads).
+#[test]
+fn huge_ors_render_without_exhausting_the_stack() {
+    let huge = Query::from_items((0..50_000).map(|i| QueryItem::tagged([format!("t:{i}")])));
+    let sql = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || select_events(&schema(), &huge, &ReadOptions::default()).map(|s| s.sql))
+        .unwrap()
+        .join()
+        .expect("rendered without overflowing")
+        .unwrap();
+    assert!(sql.as_str().contains(r#""tags" @> $50000"#));
+}
+
+#[test]
+fn positions_beyond_bigint_are_rejected() {
+    let opts = ReadOptions::default().from_position(u64::MAX);
+    assert_eq!(
+        select_events(&schema(), &Query::all(), &opts).unwrap_err(),
+        InvalidInput::PositionOutOfRange(u64::MAX)
+    );
+}
+
+/// The insert CTE and the final select of every append; `{p}` is the first parameter after
+/// the guard's.
+fn append_sql(guard: &str, first: usize) -> String {
+    let (ids, batch) = (first, first + 1);
+    let guard_check = if guard.is_empty() {
+        String::new()
+    } else {
+        r#" AND (NOT EXISTS(SELECT 1 FROM "guard"))"#.to_string()
+    };
+    let existing_check = if guard.is_empty() {
+        r#"NOT EXISTS(SELECT 1 FROM "existing")"#
+    } else {
+        r#"(NOT EXISTS(SELECT 1 FROM "existing"))"#
+    };
+    format!(
+        r#"WITH {guard}"existing" AS  MATERIALIZED (SELECT "position", "event_id", "event_type", "tags", "payload", "metadata" FROM "dcb"."events" WHERE "event_id" = ANY(${ids})) , "inserted" AS (INSERT INTO "dcb"."events" ("event_id", "event_type", "tags", "payload", "metadata") SELECT "batch"."event_id", "batch"."event_type", "batch"."tags", "batch"."payload", "batch"."metadata" FROM jsonb_populate_recordset(NULL::"dcb"."events", ${batch}) AS "batch" WHERE {existing_check}{guard_check} RETURNING "position", "event_id") SELECT "position", "event_id", FALSE AS "existed", NULL::text, NULL::text[], NULL::jsonb, NULL::jsonb FROM "inserted" UNION ALL (SELECT "position", "event_id", TRUE AS "existed", "event_type", "tags", "payload", "metadata" FROM "existing")"#
+    )
+}
+
+/// The append of one event guarded by `query`, `after` and `snapshot`.
+fn guarded(query: &Query, after: Option<i64>, snapshot: Option<&PgSnapshot>) -> Statement {
+    let guard = Guard {
+        query,
+        after,
+        snapshot,
+    };
+    insert_events(&schema(), &[Event::new("A", json!({}))], Some(guard))
+}
+
+#[test]
+fn unconditional_append_inserts_unless_an_id_is_stored() {
+    let s = insert_events(&schema(), &[Event::new("A", json!({}))], None);
+    assert_eq!(s.sql, append_sql("", 1));
+    let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(types, [Type::UUID_ARRAY, Type::JSONB]);
+}
+
+#[test]
+fn guarded_append_is_one_cte_guarded_statement() {
+    let query = Query::from(QueryItem::types(["A"]).tags(["t:1"]));
+    let s = guarded(&query, Some(42), None);
+    assert_eq!(
+        s.sql,
+        append_sql(
+            r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3) , "#,
+            4
+        )
+    );
+}
+
+#[test]
+fn guard_without_after_looks_at_every_matching_event() {
+    let s = guarded(&Query::all(), None, None);
+    assert_eq!(
+        s.sql,
+        append_sql(
+            r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events") , "#,
+            1
+        )
+    );
+}
+
+#[test]
+fn guard_with_a_snapshot_also_fails_for_what_the_read_could_not_see() {
+    let query = Query::from(QueryItem::tagged(["t:1"]));
+    let snapshot = PgSnapshot::parse("100:105:101,103").unwrap();
+    let s = guarded(&query, Some(42), Some(&snapshot));
+    assert_eq!(
+        s.sql,
+        append_sql(
+            r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "tags" @> $1 AND ("position" > $2 OR ("tx_id" >= pg_snapshot_xmin($3::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $4::pg_snapshot)))) , "#,
+            5
+        )
+    );
+    let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        types[..4],
+        [Type::TEXT_ARRAY, Type::INT8, Type::TEXT, Type::TEXT]
+    );
+}
+
+#[test]
+fn read_of_a_decision_returns_its_snapshot_even_when_nothing_matches() {
+    let query = Query::from(QueryItem::tagged(["t:1"]));
+    let s = select_events_seen(&schema(), &query, &ReadOptions::default().limit(3)).unwrap();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"SELECT "read"."snapshot", "e"."position", "e"."event_id", "e"."event_type", "e"."tags", "e"."payload", "e"."metadata", "e"."occurred_at" FROM (SELECT pg_current_snapshot()::text AS "snapshot") AS "read" LEFT JOIN LATERAL ({SELECT} WHERE "tags" @> $1 ORDER BY "position" ASC LIMIT $2) AS "e" ON TRUE"#
+        )
+    );
+}
+
+#[test]
+fn lock_statement_takes_the_sorted_keys_in_order() {
+    let locks = LockPlan {
+        keys: vec![-5, 7],
+        exclusive: vec![true, false],
+    };
+    let lock = lock_keys(&locks);
+    // sea-query numbers each placeholder where it appears, binding the value it names.
+    assert_eq!(
+        lock.sql,
+        r#"SELECT CASE WHEN ($1)[i] THEN pg_advisory_xact_lock(($2)[i]) ELSE pg_advisory_xact_lock_shared(($3)[i]) END FROM generate_subscripts($4, $5) AS "i""#
+    );
+    let types: Vec<Type> = lock.params().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        types,
+        [
+            Type::BOOL_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT4
+        ]
+    );
+}
+
+#[test]
+fn schema_names_are_validated() {
+    for bad in [
+        "",
+        "Upper",
+        "1abc",
+        "a-b",
+        "a\"b",
+        "pg_catalog",
+        &"x".repeat(64),
+    ] {
+        assert!(SchemaName::new(bad).is_err(), "{bad:?} accepted");
+    }
+    for good in ["dcb", "_x", "tenant_42"] {
+        assert!(SchemaName::new(good).is_ok());
+    }
+}
