@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::InvalidInput;
+use crate::query::Query;
 
 /// What a read saw: the set of committed writes visible to it.
 ///
@@ -62,10 +63,16 @@ pub(crate) struct PgSnapshot {
     xmin: u64,
     xmax: u64,
     xip: Vec<u64>,
+    /// Set by [`ReadResult::append_condition`](crate::ReadResult::append_condition): the
+    /// [`fingerprint`] of the condition's query and `after` when the read returned every event
+    /// of that query it could see above the events it skipped (all but a backward read from a
+    /// position). A guard then needs to look only at what the snapshot could not see.
+    covers: Option<u64>,
 }
 
 impl PgSnapshot {
-    /// Parses PostgreSQL's text form `xmin:xmax:xip,xip,…`.
+    /// Parses PostgreSQL's text form `xmin:xmax:xip,xip,…`, and the mark of a derived condition
+    /// after it (`:fingerprint`) when there is one.
     pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut parts = text.split(':');
         let xmin: u64 = parts.next()?.parse().ok()?;
@@ -80,8 +87,48 @@ impl PgSnapshot {
         let ordered = xmin <= xmax
             && xip.iter().all(|x| (xmin..xmax).contains(x))
             && xip.windows(2).all(|w| w[0] < w[1]);
-        (parts.next().is_none() && ordered).then_some(Self { xmin, xmax, xip })
+        let covers = parts.next().map(str::parse).transpose().ok()?;
+        (parts.next().is_none() && ordered).then_some(Self {
+            xmin,
+            xmax,
+            xip,
+            covers,
+        })
     }
+
+    /// The snapshot as PostgreSQL writes it (`xmin:xmax:xip`), for `::pg_snapshot`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn sql_text(&self) -> String {
+        Self {
+            covers: None,
+            ..self.clone()
+        }
+        .to_string()
+    }
+
+    /// Whether a condition of `query` and `after` is the one derived from the read this snapshot
+    /// comes from (see `covers`): then only events this snapshot could not see can fail it.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn covers(&self, query: &Query, after: Option<u64>) -> bool {
+        self.covers == Some(fingerprint(query, after))
+    }
+
+    /// The same snapshot, marked as covering the condition of `query` and `after`.
+    pub(crate) fn covering(&self, query: &Query, after: Option<u64>) -> Self {
+        Self {
+            covers: Some(fingerprint(query, after)),
+            ..self.clone()
+        }
+    }
+}
+
+/// A stable hash (FNV-1a) of a condition's query and `after`: what a snapshot covers.
+fn fingerprint(query: &Query, after: Option<u64>) -> u64 {
+    format!("{query:?}|{after:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 impl fmt::Display for PgSnapshot {
@@ -93,6 +140,9 @@ impl fmt::Display for PgSnapshot {
                 f.write_str(",")?;
             }
             write!(f, "{x}")?;
+        }
+        if let Some(covers) = self.covers {
+            write!(f, ":{covers}")?;
         }
         Ok(())
     }
@@ -117,7 +167,8 @@ impl ReadSnapshot {
 }
 
 impl fmt::Display for ReadSnapshot {
-    /// `mem:<head>` or `pg:<xmin>:<xmax>:<xip,…>`; [`FromStr`] reads it back.
+    /// `mem:<head>` or `pg:<xmin>:<xmax>:<xip,…>` (with `:<mark>` when it is the snapshot of a
+    /// condition derived from its read); [`FromStr`] reads it back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Snapshot::Memory { head } => write!(f, "mem:{head}"),
@@ -152,7 +203,13 @@ mod tests {
 
     #[test]
     fn postgres_text_form_round_trips() {
-        for text in ["5:5:", "100:120:100,107,119", "0:0:"] {
+        for text in [
+            "5:5:",
+            "100:120:100,107,119",
+            "0:0:",
+            "100:120:107:4711",
+            "100:120::99",
+        ] {
             let s = PgSnapshot::parse(text).expect(text);
             assert_eq!(s.to_string(), text);
             let token = ReadSnapshot::postgres(s).to_string();
@@ -171,6 +228,8 @@ mod tests {
             "pg:1:5:3,2",
             "pg:1:5:x",
             "pg:1:5:2:",
+            "pg:1:5::x",
+            "pg:1:5::7:8",
             "mem:",
             "mem:-1",
             "other:1",

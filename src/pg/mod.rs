@@ -607,6 +607,7 @@ impl PgEventStore {
         Ok(CompiledAppend {
             schema: schema.clone(),
             guarded: guard.is_some(),
+            generic: guard.is_none_or(|g| g.plans_generically()),
             lock: sql::lock_keys(&locks),
             locks,
             insert: sql::insert_events(schema, &events, guard),

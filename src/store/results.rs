@@ -5,7 +5,7 @@ use crate::error::{InvalidInput, Result};
 use crate::event::SequencedEvent;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::snapshot::ReadSnapshot;
+use crate::snapshot::{ReadSnapshot, Snapshot};
 
 /// The events a read returned, in read order, with what the read saw: the query, the options
 /// and the snapshot it ran in, from which [`ReadResult::append_condition`] derives the guard of
@@ -93,10 +93,20 @@ impl ReadResult {
             let before_start = self.options.from.map(|from| from.saturating_sub(1));
             self.last_position().or(before_start.filter(|p| *p > 0))
         };
+        // A forward read saw every event of its query it could see up to its head, and so did
+        // a backward read from the newest event; a backward read from a position did not (it
+        // skipped what lies above that position).
+        let covered = !(self.options.backwards && self.options.from.is_some());
+        let snapshot = match &self.snapshot.0 {
+            Snapshot::Postgres(s) if covered => {
+                ReadSnapshot::postgres(s.covering(&self.query, after))
+            }
+            _ => self.snapshot.clone(),
+        };
         Ok(AppendCondition {
             fail_if_events_match: self.query.clone(),
             after,
-            snapshot: Some(self.snapshot.clone()),
+            snapshot: Some(snapshot),
         })
     }
 

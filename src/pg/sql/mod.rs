@@ -254,6 +254,22 @@ pub(crate) struct Guard<'a> {
     pub(crate) snapshot: Option<&'a PgSnapshot>,
 }
 
+impl Guard<'_> {
+    /// Whether only events the read's snapshot could not see can fail this guard: the
+    /// condition is the one derived from that read (see [`unseen_guard`]).
+    fn covered(&self) -> bool {
+        let after = self.after.map(|a| a as u64);
+        self.snapshot.is_some_and(|s| s.covers(self.query, after))
+    }
+
+    /// Whether the append's statement has one good plan whatever its values: a guard on what
+    /// the read could not see. A guard on a whole boundary is best planned for its values (a
+    /// rare tag: its index; a recent `after`: the position range).
+    pub(crate) fn plans_generically(&self) -> bool {
+        self.covered()
+    }
+}
+
 /// The append: one statement. Its `INSERT … SELECT` from the batch (a JSONB array turned into rows
 /// of the events table) writes only if no event of the batch is stored yet (CTE `existing`) and,
 /// guarded, if no event matches the condition after `after` (CTE `guard`). It returns
@@ -300,7 +316,9 @@ pub(crate) fn insert_events(
 
     let mut with = WithClause::new();
     if let Some(condition) = condition {
-        with.cte(guard(schema, condition));
+        for cte in guard(schema, condition) {
+            with.cte(cte);
+        }
         source.and_where(empty("guard"));
     }
     let mut insert = Sql::insert();
@@ -380,7 +398,13 @@ pub(crate) fn lock_keys(locks: &LockPlan) -> Statement {
 /// MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so PostgreSQL
 /// uses the indexes instead of a "fast start" walk of the primary key, which visits the whole
 /// table when the boundary is empty or its events are old.
-fn guard(schema: &SchemaName, condition: Guard<'_>) -> CommonTableExpression {
+fn guard(schema: &SchemaName, condition: Guard<'_>) -> Vec<CommonTableExpression> {
+    if condition.covered() {
+        let snapshot = condition
+            .snapshot
+            .expect("a covered condition has a snapshot");
+        return unseen_guard(schema, condition.query, snapshot);
+    }
     let mut guard = Sql::select();
     guard.expr(Expr::cust("1")).from(schema.events());
     if let Some(filter) = filter(condition.query) {
@@ -392,13 +416,54 @@ fn guard(schema: &SchemaName, condition: Guard<'_>) -> CommonTableExpression {
             None => later,
             Some(snapshot) => later.or(Expr::cust_with_values(
                 r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
-                [snapshot.to_string()],
+                [snapshot.sql_text()],
             )),
         });
     }
+    vec![materialized("guard", guard)]
+}
+
+/// The guard of a condition derived from a read ([`ReadResult::append_condition`]): the read
+/// returned every event of the query its snapshot showed (above what it skipped, which lies at
+/// or below `after`), so only events the snapshot could not see can fail it: those of
+/// transactions at or above its `xmin` that it does not show. The position adds nothing. They
+/// are an index range at the end of `(tx_id, position)` (bounded on both sides, so that a
+/// generic plan keeps the index), collected first (CTE `unseen`, materialized: the query's
+/// filter cannot pull the plan onto the tag or payload indexes) and filtered by the query
+/// after. Its cost follows the events written since the oldest transaction running at the
+/// read, not the size of the boundary, and its plan does not depend on the values: the
+/// append's statement can run a cached generic plan.
+///
+/// The range stays open up to the largest `xid8`, above the snapshot's `xmax`: transactions
+/// that began after the read are not visible in it either.
+///
+/// [`ReadResult::append_condition`]: crate::ReadResult::append_condition
+fn unseen_guard(
+    schema: &SchemaName,
+    query: &Query,
+    snapshot: &PgSnapshot,
+) -> Vec<CommonTableExpression> {
+    let mut unseen = Sql::select();
+    unseen
+        .columns(["event_type", "tags", "payload", "occurred_at"])
+        .from(schema.events())
+        .and_where(Expr::cust_with_values(
+            r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
+            [snapshot.sql_text()],
+        ));
+    let mut guard = Sql::select();
+    guard.expr(Expr::cust("1")).from("unseen");
+    if let Some(filter) = filter(query) {
+        guard.cond_where(filter);
+    }
+    vec![materialized("unseen", unseen), materialized("guard", guard)]
+}
+
+/// A `MATERIALIZED` CTE named `name`.
+fn materialized(name: &'static str, query: SelectStatement) -> CommonTableExpression {
     CommonTableExpression::new()
-        .query(guard)
-        .table_name("guard")
+        .query(query)
+        .table_name(name)
         .materialized(true)
         .to_owned()
 }

@@ -271,3 +271,34 @@ fn schema_names_are_validated() {
         assert!(SchemaName::new(good).is_ok());
     }
 }
+
+#[test]
+fn a_condition_derived_from_a_read_guards_what_its_snapshot_could_not_see() {
+    let query = Query::from(QueryItem::tagged(["t:1"]));
+    let read: PgSnapshot = PgSnapshot::parse("100:120:107").unwrap();
+    let derived = read.covering(&query, Some(42));
+    let s = guarded(&query, Some(42), Some(&derived));
+    let unseen = r#"WITH "unseen" AS  MATERIALIZED (SELECT "event_type", "tags", "payload", "occurred_at" FROM "dcb"."events" WHERE "tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $2::pg_snapshot)) , "guard" AS  MATERIALIZED (SELECT 1 FROM "unseen" WHERE "tags" @> $3) , "existing""#;
+    assert!(s.sql.starts_with(unseen), "{}", s.sql);
+    let values: Vec<String> = s
+        .params()
+        .iter()
+        .take(2)
+        .map(|(v, _)| format!("{v:?}"))
+        .collect();
+    assert!(
+        values.iter().all(|v| str::contains(v, "\"100:120:107\"")),
+        "the snapshot as PostgreSQL reads it, without the mark: {values:?}"
+    );
+
+    // A condition whose query or `after` changed since it was derived guards the whole
+    // boundary, as a hand-built one does; so does one with the read's unmarked snapshot.
+    for (query, after, snapshot) in [
+        (Query::from(QueryItem::tagged(["t:2"])), Some(42), &derived),
+        (query.clone(), Some(41), &derived),
+        (query.clone(), Some(42), &read),
+    ] {
+        let s = guarded(&query, after.map(|a| a as i64), Some(snapshot));
+        assert!(!str::contains(&s.sql, r#""unseen""#), "{}", s.sql);
+    }
+}
