@@ -8,12 +8,15 @@
 //! ```
 //!
 //! Scenarios: `raw-insert` (the baseline), `append-unguarded`, `append-disjoint`, `append-hot`,
-//! `append-mixed`, `beside-bulk`, `guard-latency`, `read-throughput`, `feed-catch-up`,
+//! `append-mixed`, `decide-disjoint` (a read and its guarded append per decision, each writer on
+//! a boundary of its own), `beside-bulk`, `guard-latency`, `read-throughput`, `feed-catch-up`,
 //! `live-latency`, or `all`. Options:
 //! `--writers` (a list), `--seconds` (per measurement, default 10), `--events` (events loaded
 //! before the append scenarios, default 100000), `--group N` and `--in-flight N` (group commit:
 //! appends per transaction, 1 for none, and groups in flight; the store's defaults otherwise),
-//! `--no-notify` (appends send no notification for subscriptions),
+//! `--no-notify` (appends send no notification for subscriptions), `--whole-boundary-guard`
+//! (`decide-disjoint` builds its conditions by hand: the guard before conditions derived from
+//! reads looked only at what the read could not see),
 //! `--json` (one JSON object per result line), `--quick` (tiny sizes and 1 s runs: checks that
 //! everything runs), `--ten-million` (guard-latency also at 10M events).
 //!
@@ -54,10 +57,11 @@ enum Scenario {
     ReadThroughput,
     FeedCatchUp,
     LiveLatency,
+    DecideDisjoint,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 11] = [
         Scenario::RawInsert,
         Scenario::AppendUnguarded,
         Scenario::AppendDisjoint,
@@ -66,6 +70,7 @@ impl Scenario {
         Scenario::BesideBulk,
         Scenario::GuardLatency,
         Scenario::ReadThroughput,
+        Scenario::DecideDisjoint,
         Scenario::FeedCatchUp,
         Scenario::LiveLatency,
     ];
@@ -82,6 +87,7 @@ impl Scenario {
             Scenario::ReadThroughput => "read-throughput",
             Scenario::FeedCatchUp => "feed-catch-up",
             Scenario::LiveLatency => "live-latency",
+            Scenario::DecideDisjoint => "decide-disjoint",
         }
     }
 }
@@ -104,7 +110,7 @@ struct Args {
 fn usage() -> String {
     let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
     format!(
-        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--no-notify] [--json] [--quick] [--ten-million]",
+        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--no-notify] [--whole-boundary-guard] [--json] [--quick] [--ten-million]",
         names.join("|")
     )
 }
@@ -156,6 +162,9 @@ fn parse_args() -> Result<Args, String> {
             "--group" => parsed.group.0 = value()?.parse().map_err(|_| "bad --group")?,
             "--in-flight" => parsed.group.1 = value()?.parse().map_err(|_| "bad --in-flight")?,
             "--no-notify" => parsed.notify = false,
+            "--whole-boundary-guard" => {
+                WHOLE_BOUNDARY.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             "--json" => parsed.json = true,
             "--quick" => parsed.quick = true,
             "--ten-million" => parsed.ten_million = true,
@@ -362,6 +371,11 @@ where
     }
     Ok(total)
 }
+
+/// `--whole-boundary-guard`: `decide-disjoint` builds its conditions by hand from the read
+/// (the same guarantee, but the guard searches the whole boundary instead of what the read
+/// could not see).
+static WHOLE_BOUNDARY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `--no-notify`, for every store the runner opens.
 static NOTIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -588,6 +602,35 @@ impl Bench {
         let report = measured.report(Scenario::AppendDisjoint, writers, in_store);
         self.baselines
             .insert((Scenario::AppendDisjoint, writers), report.appends_per_s);
+        self.against_raw(report).await
+    }
+
+    /// Decisions on boundaries of their own: each reads its boundary and appends guarded by
+    /// the condition the read gives (the path of `decide`). Counted per decision, against
+    /// `raw-insert` like the appends.
+    async fn decide_disjoint(&mut self, writers: usize) -> Result<Report, BoxError> {
+        let (store, in_store) = self.contention_store(writers).await?;
+        let (shared, run) = (store.clone(), self.run.clone());
+        let measured = measure(writers, self.duration(), move |w, i| {
+            let store = shared.clone();
+            let course = format!("r{run}-{writers}-{w}");
+            async move {
+                let query = Query::from(QueryItem::tagged([format!("course:{course}")]));
+                let read = store.read(&query, ReadOptions::default()).await?;
+                let e = event("Subscribed", &course, &course, i);
+                let condition = if WHOLE_BOUNDARY.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The same guarantee, built by hand: the guard searches the whole boundary.
+                    AppendCondition::new(query, read.last_position())
+                        .with_snapshot(read.snapshot().clone())
+                } else {
+                    read.append_condition()?
+                };
+                store.append([e], Some(condition)).await?;
+                Ok(ONE_APPENDED)
+            }
+        })
+        .await?;
+        let report = measured.report(Scenario::DecideDisjoint, writers, in_store);
         self.against_raw(report).await
     }
 
@@ -1076,6 +1119,7 @@ async fn main() -> Result<(), BoxError> {
                         Scenario::AppendDisjoint => bench.append_disjoint(writers).await?,
                         Scenario::AppendHot => bench.append_hot(writers).await?,
                         Scenario::AppendMixed => bench.append_mixed(writers).await?,
+                        Scenario::DecideDisjoint => bench.decide_disjoint(writers).await?,
                         _ => unreachable!(),
                     };
                     report.print(json_lines);
