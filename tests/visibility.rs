@@ -249,6 +249,59 @@ async fn read_in_and_append_in_carry_what_the_read_saw() {
     assert!(err.is_append_condition_failed(), "{err}");
 }
 
+/// Two decisions in one caller's transaction, which had written before the first read (so its
+/// own transaction id is below the snapshot's `xmax`, and its snapshot shows its own writes):
+/// what the transaction appended after a read still fails a condition derived from that read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_s_own_append_after_its_read_fails_the_read_s_condition() {
+    let store = common::store_with_pool(4).await;
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("CourseDefined", &["course:c1"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    // Others commit meanwhile, so that the next snapshot's xmax passes this transaction's id.
+    for _ in 0..3 {
+        store
+            .append([event("Elsewhere", &["course:c2"], json!({}))], None)
+            .await
+            .unwrap();
+    }
+    let read = store
+        .read_in(&*tx, &course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1, "the read shows the transaction's own event");
+    let condition = read.append_condition().unwrap();
+    store
+        .append_in(
+            &tx,
+            [event("StudentSubscribed", &["course:c1"], json!({}))],
+            None,
+        )
+        .await
+        .unwrap();
+    let err = store
+        .append_in(
+            &tx,
+            [event(
+                "StudentSubscribed",
+                &["course:c1"],
+                json!({"second": true}),
+            )],
+            Some(condition),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+    tx.rollback().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Races: writers of unguarded events on a shared tag, each leaving a gap in commit order again
 // and again (an event appended in a transaction held open a moment while the next one commits,

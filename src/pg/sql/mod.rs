@@ -403,7 +403,7 @@ fn guard(schema: &SchemaName, condition: Guard<'_>) -> Vec<CommonTableExpression
         let snapshot = condition
             .snapshot
             .expect("a covered condition has a snapshot");
-        return unseen_guard(schema, condition.query, snapshot);
+        return unseen_guard(schema, condition.query, condition.after, snapshot);
     }
     let mut guard = Sql::select();
     guard.expr(Expr::cust("1")).from(schema.events());
@@ -435,22 +435,34 @@ fn guard(schema: &SchemaName, condition: Guard<'_>) -> Vec<CommonTableExpression
 /// append's statement can run a cached generic plan.
 ///
 /// The range stays open up to the largest `xid8`, above the snapshot's `xmax`: transactions
-/// that began after the read are not visible in it either.
+/// that began after the read are not visible in it either. And a snapshot shows every write of
+/// its own transaction, so the events of the current transaction above `after` count too (a
+/// read with `read_in` in a transaction that then appends).
 ///
 /// [`ReadResult::append_condition`]: crate::ReadResult::append_condition
 fn unseen_guard(
     schema: &SchemaName,
     query: &Query,
+    after: Option<i64>,
     snapshot: &PgSnapshot,
 ) -> Vec<CommonTableExpression> {
+    let columns = ["event_type", "tags", "payload", "occurred_at"];
     let mut unseen = Sql::select();
     unseen
-        .columns(["event_type", "tags", "payload", "occurred_at"])
+        .columns(columns)
         .from(schema.events())
         .and_where(Expr::cust_with_values(
             r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
             [snapshot.sql_text()],
         ));
+    // A snapshot shows its own transaction's writes, also those made after it was taken: the
+    // events this transaction wrote above `after` (when the read ran in it, `read_in`).
+    let mut own = Sql::select();
+    own.columns(columns)
+        .from(schema.events())
+        .and_where(Expr::cust(r#""tx_id" = pg_current_xact_id_if_assigned()"#))
+        .and_where(Expr::col("position").gt(after.unwrap_or(0)));
+    unseen.union(UnionType::All, own);
     let mut guard = Sql::select();
     guard.expr(Expr::cust("1")).from("unseen");
     if let Some(filter) = filter(query) {

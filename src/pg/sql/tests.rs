@@ -278,7 +278,7 @@ fn a_condition_derived_from_a_read_guards_what_its_snapshot_could_not_see() {
     let read: PgSnapshot = PgSnapshot::parse("100:120:107").unwrap();
     let derived = read.covering(&query, Some(42));
     let s = guarded(&query, Some(42), Some(&derived));
-    let unseen = r#"WITH "unseen" AS  MATERIALIZED (SELECT "event_type", "tags", "payload", "occurred_at" FROM "dcb"."events" WHERE "tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $2::pg_snapshot)) , "guard" AS  MATERIALIZED (SELECT 1 FROM "unseen" WHERE "tags" @> $3) , "existing""#;
+    let unseen = r#"WITH "unseen" AS  MATERIALIZED (SELECT "event_type", "tags", "payload", "occurred_at" FROM "dcb"."events" WHERE "tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $2::pg_snapshot) UNION ALL (SELECT "event_type", "tags", "payload", "occurred_at" FROM "dcb"."events" WHERE ("tx_id" = pg_current_xact_id_if_assigned()) AND "position" > $3)) , "guard" AS  MATERIALIZED (SELECT 1 FROM "unseen" WHERE "tags" @> $4) , "existing""#;
     assert!(s.sql.starts_with(unseen), "{}", s.sql);
     let values: Vec<String> = s
         .params()
