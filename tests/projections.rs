@@ -399,3 +399,40 @@ async fn projectors_need_names_of_their_own() {
         "{refused:?}"
     );
 }
+
+/// A projector that cannot say where it stands does not start; shutting the runner down
+/// reports its own error.
+#[tokio::test]
+async fn a_projector_whose_checkpoint_cannot_be_loaded_reports_why() {
+    struct Lost;
+    impl Projector for Lost {
+        fn name(&self) -> &str {
+            "lost"
+        }
+        fn query(&self) -> Query {
+            Query::all()
+        }
+        async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
+            Err("the checkpoint table is gone".into())
+        }
+        async fn apply(&mut self, _: &[FeedEvent]) -> Result<(), ProjectorError> {
+            Ok(())
+        }
+        async fn reset(&mut self) -> Result<(), ProjectorError> {
+            Ok(())
+        }
+    }
+    let store = AnyStore::new(Backend::Memory).await;
+    let handle = ProjectionRunner::new(store).with(Lost).start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.status()[0].failure.is_none() {
+        assert!(Instant::now() < deadline, "{:?}", handle.status());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = handle.shutdown().await.unwrap_err();
+    assert!(
+        matches!(&err, dcbstore::Error::Projection { projection, source }
+            if projection == "lost" && source.to_string() == "the checkpoint table is gone"),
+        "{err}"
+    );
+}

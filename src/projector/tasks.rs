@@ -30,7 +30,7 @@ pub(super) struct Reader<S> {
 
 pub(super) type WorkerInput = (
     mpsc::Sender<Vec<FeedEvent>>,
-    tokio::sync::oneshot::Receiver<Result<Option<Checkpoint>>>,
+    tokio::sync::oneshot::Receiver<Option<Checkpoint>>,
 );
 
 impl<S: EventStore> Reader<S> {
@@ -51,7 +51,6 @@ impl<S: EventStore> Reader<S> {
             let Ok(checkpoint) = checkpoint.await else {
                 return Ok(()); // the worker failed; it reports why
             };
-            let checkpoint = checkpoint?;
             // The partition furthest behind sets where reading starts.
             from = Some(match from {
                 None => checkpoint,
@@ -149,19 +148,15 @@ impl Worker {
     pub(super) async fn run(
         mut self,
         mut batches: mpsc::Receiver<Vec<FeedEvent>>,
-        from: tokio::sync::oneshot::Sender<Result<Option<Checkpoint>>>,
+        from: tokio::sync::oneshot::Sender<Option<Checkpoint>>,
     ) -> Result<()> {
+        // On failure the sender is dropped: the reader stops, and this worker reports why.
         let checkpoint = self
             .projector
             .checkpoint()
             .await
-            .map_err(|e| self.failed(e));
-        let loaded = checkpoint.as_ref().copied().map_err(|e| Error::Projection {
-            projection: self.projector.name().to_string(),
-            source: e.to_string().into(),
-        });
-        let _ = from.send(loaded);
-        checkpoint?;
+            .map_err(|e| self.failed(e))?;
+        let _ = from.send(checkpoint);
         // An empty batch says: caught up.
         while let Some(batch) = batches.recv().await {
             if batch.is_empty() {
