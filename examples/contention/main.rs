@@ -103,8 +103,6 @@ struct Args {
     ten_million: bool,
     /// Group commit: the most appends per transaction and the groups in flight.
     group: (usize, usize),
-    /// Whether appends send notifications for subscriptions (`--no-notify` turns them off).
-    notify: bool,
 }
 
 fn usage() -> String {
@@ -136,7 +134,6 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         quick: false,
         ten_million: false,
-        notify: true,
         group: (
             dcbstore::DEFAULT_MAX_GROUP_SIZE,
             dcbstore::DEFAULT_GROUPS_IN_FLIGHT,
@@ -161,7 +158,7 @@ fn parse_args() -> Result<Args, String> {
             "--events" => parsed.events = value()?.parse().map_err(|_| "bad --events")?,
             "--group" => parsed.group.0 = value()?.parse().map_err(|_| "bad --group")?,
             "--in-flight" => parsed.group.1 = value()?.parse().map_err(|_| "bad --in-flight")?,
-            "--no-notify" => parsed.notify = false,
+            "--no-notify" => NOTIFY.store(false, std::sync::atomic::Ordering::Relaxed),
             "--whole-boundary-guard" => {
                 WHOLE_BOUNDARY.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -1041,7 +1038,6 @@ async fn main() -> Result<(), BoxError> {
             std::process::exit(2);
         }
     };
-    NOTIFY.store(args.notify, std::sync::atomic::Ordering::Relaxed);
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!(
             "The contention benchmark needs PostgreSQL: set DATABASE_URL, e.g.\n  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --release --example contention -- all"
