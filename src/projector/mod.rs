@@ -212,16 +212,16 @@ pub async fn rebuild<S: EventStore, P: Projector>(
         source,
     };
     projector.reset().await.map_err(failed)?;
-    let query = projector.query();
+    let (query, batch_size) = (projector.query(), batch_size.max(1));
     let (mut after, mut applied) = (None, 0u64);
     loop {
-        let page = store.feed(&query, after, batch_size.max(1)).await?;
+        let page = store.feed(&query, after, batch_size).await?;
         if !page.events.is_empty() {
             projector.apply(&page.events).await.map_err(failed)?;
             applied += page.events.len() as u64;
         }
         after = Some(page.next);
-        if page.events.len() < batch_size.max(1) && !page.held_back {
+        if page.events.len() < batch_size && !page.held_back {
             return Ok(applied);
         }
     }
