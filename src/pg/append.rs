@@ -26,10 +26,6 @@ pub(super) struct CompiledAppend {
     pub(super) schema: SchemaName,
     /// Whether it has a condition.
     pub(super) guarded: bool,
-    /// Whether its statement has one good plan whatever its values (no guard, or the guard of
-    /// a condition derived from a read, which looks only at what the read could not see): then
-    /// it can run a cached generic plan instead of being planned at every call.
-    pub(super) generic: bool,
     pub(super) events: Vec<Event>,
     /// The advisory locks it takes, and the statement that takes them.
     pub(super) locks: LockPlan,
@@ -169,11 +165,9 @@ fn unguarded_group(appends: &[(usize, &CompiledAppend)]) -> (String, Value) {
 /// arrived. When a guard finds a conflict its insert writes nothing and the others go on. When a
 /// statement fails, PostgreSQL turns the pipelined `COMMIT` into a rollback and the whole
 /// transaction is `Err`. Every statement is prepared once per connection (parsed and analysed
-/// once). A guard on a whole boundary is still planned for its values, because its best plan
-/// depends on them. When every append of the transaction has one good plan whatever its values
-/// (no guard, or a guard derived from a read: see [`CompiledAppend::generic`]), the
-/// transaction runs cached generic plans (`plan_cache_mode = force_generic_plan`) and skips the
-/// planner.
+/// once) and, because each has one good plan whatever its values (see `sql::guard`), the
+/// transaction runs their cached generic plans (`plan_cache_mode = force_generic_plan`, set by
+/// `BEGIN`) and skips the planner.
 ///
 /// `Ok` holds each append's own outcome: written, replayed, or its condition failed.
 pub(super) async fn run_transaction(
@@ -236,14 +230,6 @@ pub(super) async fn run_transaction(
     let begin: &str = match appends {
         [one] => &one.begin,
         _ => &appends[0].group_begin,
-    };
-    // Prepared statements whose plans do not depend on their values skip the planner.
-    let generic;
-    let begin = if prepared.is_some() && appends.iter().all(|a| a.generic) {
-        generic = format!("{begin}; SET LOCAL plan_cache_mode = force_generic_plan");
-        &generic
-    } else {
-        begin
     };
     let started = Instant::now();
     let (begun, locked, answers, committed) = futures::join!(

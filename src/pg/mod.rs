@@ -109,7 +109,10 @@ struct Config {
     statement_timeout: Duration,
     /// Whether appends use named prepared statements (off behind transaction-mode poolers).
     prepare: bool,
-    /// What starts an append's transaction: `BEGIN` and its time bounds, one simple query.
+    /// What starts an append's transaction: `BEGIN` and its time bounds, one simple query. It
+    /// also makes the transaction run cached generic plans: every statement of an append has
+    /// one good plan whatever its values (see `sql::guard`), so planning them for their values
+    /// would only cost time.
     begin: Arc<str>,
     /// The same for a group-commit transaction: its lock wait is cut to [`GROUP_LOCK_WAIT`], so
     /// that appends grouped with one whose boundary is held elsewhere are not held up with it.
@@ -146,7 +149,8 @@ impl Config {
         let begin = |lock_timeout: Duration| -> Arc<str> {
             format!(
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
-                 SET LOCAL statement_timeout = {}",
+                 SET LOCAL statement_timeout = {}; \
+                 SET LOCAL plan_cache_mode = force_generic_plan",
                 lock_timeout.as_millis().max(1),
                 statement_timeout.as_millis().max(1)
             )
@@ -607,7 +611,6 @@ impl PgEventStore {
         Ok(CompiledAppend {
             schema: schema.clone(),
             guarded: guard.is_some(),
-            generic: guard.is_none_or(|g| g.plans_generically()),
             lock: sql::lock_keys(&locks),
             locks,
             insert: sql::insert_events(schema, &events, guard),

@@ -295,3 +295,71 @@ async fn a_resend_with_other_content_is_an_idempotency_conflict(
     assert!(!err.is_retryable());
     assert_eq!(store.row_count().await, 1);
 }
+
+/// More events than a guard reads of the log's tail (64) lie between `after` and a matching
+/// event: the guard still finds it, whatever indexes its query uses, and holds when nothing
+/// past `after` matches.
+#[rstest]
+#[tokio::test]
+async fn condition_sees_a_match_past_a_long_run_of_other_events(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let shapes = [
+        (
+            "tags",
+            Query::from(QueryItem::tagged(["course:c1"])),
+            event("Subscribed", &["course:c1"], json!({})),
+        ),
+        (
+            "types only",
+            Query::from(QueryItem::types(["Rare"])),
+            event("Rare", &[], json!({})),
+        ),
+        (
+            "type and payload",
+            Query::from(QueryItem::types(["Lent"]).payload_contains(json!({"book": "b9"}))),
+            event("Lent", &[], json!({"book": "b9"})),
+        ),
+        (
+            "types only or tags",
+            Query::from_items([
+                QueryItem::types(["Scarce"]),
+                QueryItem::tagged(["reader:r1"]),
+            ]),
+            event("Borrowed", &["reader:r1"], json!({})),
+        ),
+    ];
+    let others = |n: usize| {
+        (0..n)
+            .map(|i| event("Other", &["course:c2"], json!({"i": i})))
+            .collect::<Vec<_>>()
+    };
+    store.append(others(3), None).await.unwrap();
+    for (shape, query, matching) in shapes {
+        let after = store.append(others(1), None).await.unwrap().last_position();
+        store.append(others(100), None).await.unwrap();
+        let holds = store
+            .append(
+                [event("Probe", &[], json!({}))],
+                Some(AppendCondition::new(query.clone(), Some(after))),
+            )
+            .await;
+        assert!(
+            holds.is_ok(),
+            "{shape}: nothing matches past after: {holds:?}"
+        );
+        store.append([matching], None).await.unwrap();
+        store.append(others(100), None).await.unwrap();
+        let before = store.row_count().await;
+        let err = store
+            .append(
+                [event("Probe", &[], json!({}))],
+                Some(AppendCondition::new(query.clone(), Some(after))),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_append_condition_failed(), "{shape}: {err}");
+        assert_eq!(store.row_count().await, before, "{shape}: nothing written");
+    }
+}

@@ -4,8 +4,8 @@
 
 use sea_query::extension::postgres::{PgExpr, PgFunc};
 use sea_query::{
-    CommonTableExpression, Condition, Expr, ExprTrait, Func, JoinType, Order, PostgresQueryBuilder,
-    Query as Sql, SelectStatement, UnionType, Value as SqlValue, WithClause,
+    CommonTableExpression, Condition, Expr, ExprTrait, Func, IntoTableRef, JoinType, Order,
+    PostgresQueryBuilder, Query as Sql, SelectStatement, UnionType, Value as SqlValue, WithClause,
 };
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use serde_json::{Value, json};
@@ -261,13 +261,6 @@ impl Guard<'_> {
         let after = self.after.map(|a| a as u64);
         self.snapshot.is_some_and(|s| s.covers(self.query, after))
     }
-
-    /// Whether the append's statement has one good plan whatever its values: a guard on what
-    /// the read could not see. A guard on a whole boundary is best planned for its values (a
-    /// rare tag: its index; a recent `after`: the position range).
-    pub(crate) fn plans_generically(&self) -> bool {
-        self.covered()
-    }
 }
 
 /// The append: one statement. Its `INSERT … SELECT` from the batch (a JSONB array turned into rows
@@ -386,14 +379,26 @@ pub(crate) fn lock_keys(locks: &LockPlan) -> Statement {
     Statement::build(&select)
 }
 
-/// `WITH guard AS MATERIALIZED (SELECT 1 FROM events WHERE <query> AND <unseen>)`, where an
-/// event is unseen when its position is above `after` or, with the read's snapshot, when its
-/// transaction is not visible in that snapshot: `tx_id >= pg_snapshot_xmin(s) AND NOT
-/// pg_visible_in_snapshot(tx_id, s)` (below `xmin` every transaction had ended, and the bound
-/// keeps the check on the `tx_id` index). Visibility, not a test on the snapshot's list of
-/// transactions in progress: a writer draws its position before its transaction id, so an event
-/// can sit below the positions a read returned with a transaction id at or above the snapshot's
-/// `xmax`.
+/// Rows of the events table a guard's tail reads at most (see [`guard`]).
+pub(crate) const TAIL_ROWS: u64 = 64;
+
+/// The guard of a condition: `WITH guard AS MATERIALIZED (…)`, the events that fail it. An event
+/// fails a condition when it matches the query and lies after `after` (with no `after`: every
+/// matching event) or, with the read's snapshot, when that snapshot could not see it (see
+/// [`unseen_rows`]). A condition derived from a read guards only the latter ([`unseen_guard`]).
+///
+/// Every guard has one good plan whatever its values, so that the append's statement runs a
+/// cached generic plan and skips the planner (which cost more than the guard's execution). The
+/// events after `after` are looked for in two ways, because neither plan is good for every
+/// value: the tail of the log after `after` (CTE `tail`, at most [`TAIL_ROWS`] rows by the
+/// primary key, filtered by the query) answers alone when it holds fewer than [`TAIL_ROWS`]
+/// rows, which is the rule for a condition from a recent read, even on a boundary of millions
+/// of events. Only when the tail is full does the second part run (a one-time filter): the
+/// query's own indexes (tag, payload, type), with the position as a filter (`"position" + 0`
+/// keeps the primary key out of the plan: a generic plan does not know that the range after an
+/// old `after` is most of the table). An item of types only keeps the range on its
+/// `(event_type, position)` index. A query with an item that matches every event needs no second
+/// part: a full tail already fails it.
 ///
 /// MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so PostgreSQL
 /// uses the indexes instead of a "fast start" walk of the primary key, which visits the whole
@@ -405,22 +410,58 @@ fn guard(schema: &SchemaName, condition: Guard<'_>) -> Vec<CommonTableExpression
             .expect("a covered condition has a snapshot");
         return unseen_guard(schema, condition.query, condition.after, snapshot);
     }
-    let mut guard = Sql::select();
-    guard.expr(Expr::cust("1")).from(schema.events());
-    if let Some(filter) = filter(condition.query) {
-        guard.cond_where(filter);
+    let query = condition.query;
+    let Some(after) = condition.after else {
+        // Every matching event fails it, also those the snapshot could not see.
+        return vec![materialized("guard", matching(schema.events(), query))];
+    };
+    let mut ctes = Vec::new();
+    let mut tail = Sql::select();
+    tail.columns(FILTERED)
+        .from(schema.events())
+        .and_where(Expr::col("position").gt(after))
+        .order_by("position", Order::Asc)
+        .limit(TAIL_ROWS);
+    ctes.push(materialized("tail", tail));
+    let mut guard = matching("tail", query);
+    if let Some(beyond) = filter_after(query, after) {
+        let mut full = Sql::select();
+        full.expr(Expr::cust("count(*)")).from("tail");
+        let mut rest = Sql::select();
+        rest.expr(Expr::cust("1"))
+            .from(schema.events())
+            .and_where(Expr::SubQuery(None, Box::new(full.into())).gte(TAIL_ROWS))
+            .cond_where(beyond);
+        guard.union(UnionType::All, rest);
     }
-    if let Some(after) = condition.after {
-        let later = Expr::col("position").gt(after);
-        guard.and_where(match condition.snapshot {
-            None => later,
-            Some(snapshot) => later.or(Expr::cust_with_values(
-                r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
-                [snapshot.sql_text()],
-            )),
-        });
+    if let Some(snapshot) = condition.snapshot {
+        ctes.push(materialized("unseen", unseen_rows(schema, snapshot)));
+        guard.union(UnionType::All, matching("unseen", query));
     }
-    vec![materialized("guard", guard)]
+    ctes.push(materialized("guard", guard));
+    ctes
+}
+
+/// The columns a guard's filter reads, of the rows it collects first.
+const FILTERED: [&str; 4] = ["event_type", "tags", "payload", "occurred_at"];
+
+/// The events a read's snapshot could not see: those of transactions at or above its `xmin`
+/// that it does not show. They are an index range at the end of `(tx_id, position)`, bounded on
+/// both sides so that a generic plan keeps the index, and open up to the largest `xid8`, above
+/// the snapshot's `xmax`: transactions that began after the read are not visible in it either.
+/// Visibility, not a test on the snapshot's list of transactions in progress: a writer draws its
+/// position before its transaction id, so an event can sit below the positions a read returned
+/// with a transaction id at or above the snapshot's `xmax`.
+fn unseen_rows(schema: &SchemaName, snapshot: &PgSnapshot) -> SelectStatement {
+    let mut unseen = Sql::select();
+    unseen
+        .columns(FILTERED)
+        .from(schema.events())
+        .and_where(Expr::cust_with_values(
+            r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
+            [snapshot.sql_text()],
+        ));
+    unseen
 }
 
 /// The guard of a condition derived from a read ([`ReadResult::append_condition`]): the read
@@ -446,29 +487,29 @@ fn unseen_guard(
     after: Option<i64>,
     snapshot: &PgSnapshot,
 ) -> Vec<CommonTableExpression> {
-    let columns = ["event_type", "tags", "payload", "occurred_at"];
-    let mut unseen = Sql::select();
-    unseen
-        .columns(columns)
-        .from(schema.events())
-        .and_where(Expr::cust_with_values(
-            r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
-            [snapshot.sql_text()],
-        ));
+    let mut unseen = unseen_rows(schema, snapshot);
     // A snapshot shows its own transaction's writes, also those made after it was taken: the
     // events this transaction wrote above `after` (when the read ran in it, `read_in`).
     let mut own = Sql::select();
-    own.columns(columns)
+    own.columns(FILTERED)
         .from(schema.events())
         .and_where(Expr::cust(r#""tx_id" = pg_current_xact_id_if_assigned()"#))
         .and_where(Expr::col("position").gt(after.unwrap_or(0)));
     unseen.union(UnionType::All, own);
-    let mut guard = Sql::select();
-    guard.expr(Expr::cust("1")).from("unseen");
+    vec![
+        materialized("unseen", unseen),
+        materialized("guard", matching("unseen", query)),
+    ]
+}
+
+/// `SELECT 1 FROM <from> WHERE <query>`.
+fn matching(from: impl IntoTableRef, query: &Query) -> SelectStatement {
+    let mut select = Sql::select();
+    select.expr(Expr::cust("1")).from(from);
     if let Some(filter) = filter(query) {
-        guard.cond_where(filter);
+        select.cond_where(filter);
     }
-    vec![materialized("unseen", unseen), materialized("guard", guard)]
+    select
 }
 
 /// A `MATERIALIZED` CTE named `name`.
@@ -487,9 +528,36 @@ fn empty(cte: &'static str) -> Expr {
 
 /// The `WHERE` condition of `query`; `None` when it matches everything.
 fn filter(query: &Query) -> Option<Condition> {
+    filter_items(query, item_filter)
+}
+
+/// The `WHERE` condition of the events matching `query` after `after`, with each item's own
+/// bound on the position: `"position" > after` for an item of types only (its index is
+/// `(event_type, position)`), `"position" + 0 > after` for the others (a generic plan then
+/// takes the item's tag or payload index, not the primary key). `None` when an item matches
+/// every event (see [`guard`]).
+fn filter_after(query: &Query, after: i64) -> Option<Condition> {
+    let everything = |item: &QueryItem| item_filter(item).is_empty();
+    if query.is_all() || query.items().iter().any(everything) {
+        return None;
+    }
+    filter_items(query, |item| {
+        let types_only =
+            item.tag_list().is_empty() && item.all_of().is_empty() && item.any_of().is_none();
+        item_filter(item).add(if types_only {
+            Expr::col("position").gt(after)
+        } else {
+            Expr::cust_with_values(r#""position" + 0 > $1"#, [after])
+        })
+    })
+}
+
+/// The OR of the items of `query`, each compiled by `item`, and its time range; `None` when it
+/// matches everything.
+fn filter_items(query: &Query, item: impl Fn(&QueryItem) -> Condition) -> Option<Condition> {
     let mut cond = Condition::all();
     if !query.is_all() {
-        cond = cond.add(any_balanced(query.items().iter().map(item_filter)));
+        cond = cond.add(any_balanced(query.items().iter().map(item)));
     }
     let (from, before) = query.occurred_range();
     if let Some(from) = from {

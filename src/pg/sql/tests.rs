@@ -180,8 +180,54 @@ fn guarded_append_is_one_cte_guarded_statement() {
     assert_eq!(
         s.sql,
         append_sql(
-            r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "event_type" = $1 AND "tags" @> $2 AND "position" > $3) , "#,
-            4
+            &format!(
+                "{TAIL}{}",
+                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "tail" WHERE "event_type" = $3 AND "tags" @> $4 UNION ALL (SELECT 1 FROM "dcb"."events" WHERE (SELECT count(*) FROM "tail") >= $5 AND ("event_type" = $6 AND "tags" @> $7 AND ("position" + 0 > $8)))) , "#
+            ),
+            9
+        )
+    );
+    let values: Vec<String> = s.params().iter().map(|(v, _)| format!("{v:?}")).collect();
+    assert_eq!(
+        [&values[0], &values[1], &values[4], &values[7]],
+        [
+            "PostgresValue(BigInt(Some(42)))",
+            "PostgresValue(BigUnsigned(Some(64)))",
+            "PostgresValue(BigUnsigned(Some(64)))",
+            "PostgresValue(BigInt(Some(42)))"
+        ],
+        "after, the tail's length, its test, after"
+    );
+}
+
+/// The tail of the log after `after` ($1), at most `TAIL_ROWS` ($2) rows: the first CTE of a
+/// guard with an `after`.
+const TAIL: &str = r#""tail" AS  MATERIALIZED (SELECT "event_type", "tags", "payload", "occurred_at" FROM "dcb"."events" WHERE "position" > $1 ORDER BY "position" ASC LIMIT $2) , "#;
+
+#[test]
+fn guard_past_its_tail_keeps_each_item_on_its_own_index() {
+    // Types only: the range of their (event_type, position) index; tags: the primary key kept
+    // out of the plan.
+    let query = Query::from_items([QueryItem::types(["A", "B"]), QueryItem::tagged(["t:1"])]);
+    let s = guarded(&query, Some(7), None);
+    assert!(
+        str::contains(
+            &s.sql,
+            r#"WHERE (SELECT count(*) FROM "tail") >= $5 AND (("event_type" = ANY($6) AND "position" > $7) OR ("tags" @> $8 AND ("position" + 0 > $9))))"#
+        ),
+        "{}",
+        s.sql
+    );
+    // Everything after `after` fails a guard of every event: the tail alone decides.
+    let s = guarded(&Query::all(), Some(7), None);
+    assert_eq!(
+        s.sql,
+        append_sql(
+            &format!(
+                "{TAIL}{}",
+                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "tail") , "#
+            ),
+            3
         )
     );
 }
@@ -206,14 +252,23 @@ fn guard_with_a_snapshot_also_fails_for_what_the_read_could_not_see() {
     assert_eq!(
         s.sql,
         append_sql(
-            r#""guard" AS  MATERIALIZED (SELECT 1 FROM "dcb"."events" WHERE "tags" @> $1 AND ("position" > $2 OR ("tx_id" >= pg_snapshot_xmin($3::pg_snapshot) AND NOT pg_visible_in_snapshot("tx_id", $4::pg_snapshot)))) , "#,
-            5
+            &format!(
+                "{TAIL}{}",
+                r#""unseen" AS  MATERIALIZED (SELECT "event_type", "tags", "payload", "occurred_at" FROM "dcb"."events" WHERE "tx_id" >= pg_snapshot_xmin($3::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $4::pg_snapshot)) , "guard" AS  MATERIALIZED (SELECT 1 FROM "tail" WHERE "tags" @> $5 UNION ALL (SELECT 1 FROM "dcb"."events" WHERE (SELECT count(*) FROM "tail") >= $6 AND ("tags" @> $7 AND ("position" + 0 > $8))) UNION ALL (SELECT 1 FROM "unseen" WHERE "tags" @> $9)) , "#
+            ),
+            10
         )
     );
     let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
     assert_eq!(
-        types[..4],
-        [Type::TEXT_ARRAY, Type::INT8, Type::TEXT, Type::TEXT]
+        types[..5],
+        [
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT_ARRAY
+        ]
     );
 }
 
@@ -292,13 +347,19 @@ fn a_condition_derived_from_a_read_guards_what_its_snapshot_could_not_see() {
     );
 
     // A condition whose query or `after` changed since it was derived guards the whole
-    // boundary, as a hand-built one does; so does one with the read's unmarked snapshot.
+    // boundary after `after`, as a hand-built one does; so does one with the read's unmarked
+    // snapshot.
     for (query, after, snapshot) in [
         (Query::from(QueryItem::tagged(["t:2"])), Some(42), &derived),
         (query.clone(), Some(41), &derived),
         (query.clone(), Some(42), &read),
     ] {
         let s = guarded(&query, after.map(|a| a as i64), Some(snapshot));
-        assert!(!str::contains(&s.sql, r#""unseen""#), "{}", s.sql);
+        assert!(s.sql.starts_with(&format!("WITH {TAIL}")), "{}", s.sql);
+        assert!(
+            !str::contains(&s.sql, "pg_current_xact_id_if_assigned"),
+            "{}",
+            s.sql
+        );
     }
 }
