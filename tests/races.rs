@@ -109,6 +109,85 @@ async fn course_capacity_is_never_exceeded(
     }
 }
 
+/// (a') The same seats while four writers flood the log with batches of unrelated events, so
+/// that a decision's guard usually finds more events after its read than the tail it checks
+/// first (64): the seats still never run over.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn course_capacity_holds_while_the_log_floods(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    const CAPACITY: usize = 5;
+    const ROUNDS: usize = 4;
+    const FLOODERS: usize = 4;
+    let store = AnyStore::new(backend).await;
+    for round in 0..ROUNDS {
+        let course = format!("course:flood{round}");
+        store
+            .append(
+                [Event::new("CourseDefined", json!({"capacity": CAPACITY}))
+                    .with_tags([course.clone()])],
+                None,
+            )
+            .await
+            .unwrap();
+        let outcomes = race(&store, |store, writer, barrier| {
+            let course = course.clone();
+            async move {
+                barrier.wait().await;
+                if writer < FLOODERS {
+                    for batch in 0..20 {
+                        let noise = (0..100).map(|i| {
+                            Event::new("Noise", json!({"writer": writer, "batch": batch, "i": i}))
+                                .with_tags(["noise"])
+                        });
+                        store.append(noise, None).await.unwrap();
+                    }
+                    return false;
+                }
+                let query = Query::from(QueryItem::tagged([course.clone()]));
+                loop {
+                    let read = store.read(&query, ReadOptions::default()).await.unwrap();
+                    let taken = read
+                        .iter()
+                        .filter(|e| e.event_type == "StudentSubscribed")
+                        .count();
+                    if taken >= CAPACITY {
+                        return false;
+                    }
+                    // Let the floods in between the read and the append.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    let subscribe = Event::new("StudentSubscribed", json!({"student": writer}))
+                        .with_tags([course.clone()]);
+                    match store
+                        .append(
+                            [subscribe],
+                            Some(AppendCondition::new(query.clone(), read.last_position())),
+                        )
+                        .await
+                    {
+                        Ok(_) => return true,
+                        Err(e) if e.is_append_condition_failed() => continue,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            }
+        })
+        .await;
+        let subscriptions = store
+            .all_events()
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == "StudentSubscribed" && e.has_tag(&course))
+            .count();
+        assert_eq!(
+            subscriptions, CAPACITY,
+            "round {round}: the log holds {subscriptions} subscriptions"
+        );
+        assert_eq!(outcomes.iter().filter(|w| **w).count(), CAPACITY);
+    }
+}
+
 /// (b) Everyone claims the same username at once: exactly one wins.
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
