@@ -1,7 +1,7 @@
 //! One append, checked and compiled: run in a transaction of its own or in the caller's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -15,24 +15,29 @@ use uuid::Uuid;
 
 use super::MAX_CACHED_STATEMENTS;
 use super::locks::LockPlan;
-use super::sql::{self, SchemaName, Statement};
+use super::sql::{self, Guard, SchemaName, Statement};
+use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::snapshot::Snapshot;
 use crate::store::{AppendResult, replay_or_duplicate};
 use crate::telemetry;
 
-/// An append checked and compiled (its SQL and lock plan), ready to run in a transaction.
+/// An append checked and compiled (its lock plan), ready to run in a transaction. Its two
+/// statements are built the first time they are needed: in a group, the union of the appends'
+/// locks replaces each one's lock statement, and one statement writes the unguarded appends.
 pub(super) struct CompiledAppend {
     pub(super) schema: SchemaName,
-    /// Whether it has a condition.
-    pub(super) guarded: bool,
     pub(super) events: Vec<Event>,
-    /// The advisory locks it takes, and the statement that takes them.
+    /// The condition, checked: fits the backend (its `after` a bigint, its snapshot one of
+    /// PostgreSQL's).
+    pub(super) condition: Option<AppendCondition>,
+    /// The advisory locks it takes.
     pub(super) locks: LockPlan,
-    pub(super) lock: Statement,
-    pub(super) insert: Statement,
-    /// `Some` when guarded: the condition's `after`.
-    pub(super) after: Option<Option<u64>>,
+    /// The statement that takes them, once built.
+    pub(super) lock: OnceLock<Statement>,
+    /// Its insert (guarded when it has a condition), once built.
+    pub(super) insert: OnceLock<Statement>,
     /// `BEGIN` with the store's time bounds.
     pub(super) begin: Arc<str>,
     /// `BEGIN` of a group-commit transaction: a shorter lock wait.
@@ -42,6 +47,31 @@ pub(super) struct CompiledAppend {
 }
 
 impl CompiledAppend {
+    /// Whether it has a condition.
+    pub(super) fn guarded(&self) -> bool {
+        self.condition.is_some()
+    }
+
+    /// The statement taking its advisory locks (see `locks.rs`), built on first use.
+    pub(super) fn lock(&self) -> &Statement {
+        self.lock.get_or_init(|| sql::lock_keys(&self.locks))
+    }
+
+    /// Its insert, guarded by its condition, built on first use.
+    pub(super) fn insert(&self) -> &Statement {
+        self.insert.get_or_init(|| {
+            let guard = self.condition.as_ref().map(|c| Guard {
+                query: &c.fail_if_events_match,
+                after: c.after.map(|p| p as i64), // checked: fits a bigint
+                snapshot: match c.snapshot.as_ref().map(|s| &s.0) {
+                    Some(Snapshot::Postgres(s)) => Some(s),
+                    _ => None, // checked: no other backend's
+                },
+            });
+            sql::insert_events(&self.schema, &self.events, guard)
+        })
+    }
+
     /// Runs the append on a pooled connection, in a READ COMMITTED transaction of its own
     /// ([`run_transaction`]).
     pub(super) async fn run_pooled(
@@ -55,10 +85,11 @@ impl CompiledAppend {
     /// Runs the append inside the caller's transaction: the lock statement and the guarded
     /// insert, pipelined, unprepared (the transaction's connection has no statement cache).
     pub(super) async fn run_in(&self, tx: &Transaction<'_>) -> Result<AppendResult> {
-        let (lock_params, params) = (self.lock.params(), self.insert.params());
+        let (lock, insert) = (self.lock(), self.insert());
+        let (lock_params, params) = (lock.params(), insert.params());
         let (locked, inserted) = futures::join!(
-            tx.query_typed(&self.lock.sql, &lock_params),
-            tx.query_typed(&self.insert.sql, &params),
+            tx.query_typed(&lock.sql, &lock_params),
+            tx.query_typed(&insert.sql, &params),
         );
         let rows = self.finish(locked, inserted)?;
         self.positions(rows)
@@ -101,7 +132,7 @@ impl CompiledAppend {
             });
         }
         if written.is_empty() {
-            let after = self.after.flatten();
+            let after = self.condition.as_ref().and_then(|c| c.after);
             debug!(?after, "append condition failed");
             return Err(Error::AppendConditionFailed { after });
         }
@@ -179,7 +210,7 @@ pub(super) async fn run_transaction(
     }
     let union;
     let lock = match appends {
-        [one] => &one.lock,
+        [one] => one.lock(),
         _ => {
             union = sql::lock_keys(&LockPlan::union(appends.iter().map(|a| &a.locks)));
             &union
@@ -189,10 +220,10 @@ pub(super) async fn run_transaction(
         .iter()
         .copied()
         .enumerate()
-        .filter(|(_, a)| !a.guarded)
+        .filter(|(_, a)| !a.guarded())
         .collect();
     let merged = (unguarded.len() > 1).then(|| unguarded_group(&unguarded));
-    let alone = |append: &CompiledAppend| merged.is_none() || append.guarded;
+    let alone = |append: &CompiledAppend| merged.is_none() || append.guarded();
     // The lock statement, the merged unguarded appends, then each other append's insert.
     let merged_types = [Type::JSONB];
     let mut steps: Vec<(&str, &[Type], Vec<&(dyn ToSql + Sync)>)> =
@@ -201,7 +232,7 @@ pub(super) async fn run_transaction(
         steps.push((sql, &merged_types, vec![events as &(dyn ToSql + Sync)]));
     }
     for append in appends.iter().filter(|a| alone(a)) {
-        let insert = &append.insert;
+        let insert = append.insert();
         steps.push((&insert.sql, insert.types(), insert.values()));
     }
     // Named statements, prepared once per connection; or each sent with its parameters' types.

@@ -103,7 +103,7 @@ impl EventStore for PgEventStore {
     ) -> impl Future<Output = Result<AppendResult>> + Send {
         let events: Vec<Event> = events.into_iter().collect();
         let (count, guarded) = (events.len(), condition.is_some());
-        let prepared = self.compile_append(events, condition.as_ref());
+        let prepared = self.compile_append(events, condition);
         let (pool, group, changes) = (self.pool.clone(), self.group.clone(), self.changes.clone());
         telemetry::instrument_append(telemetry::POSTGRES, count, guarded, async move {
             let prepared = prepared?;

@@ -1,6 +1,6 @@
 //! [`PgEventStore`]: the event store on PostgreSQL.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::snapshot::{POSTGRES, Snapshot};
+use crate::snapshot::POSTGRES;
 use crate::store::{AppendResult, ReadResult, check_append, check_read};
 use append::CompiledAppend;
 pub use builder::{DEFAULT_POOL_SIZE, PgEventStoreBuilder};
@@ -20,7 +20,7 @@ use group::GroupCommit;
 use locks::LockPlan;
 use notify::Changes;
 use read::read_seen;
-use sql::{Guard, SchemaName, Statement};
+use sql::{SchemaName, Statement};
 
 mod append;
 mod builder;
@@ -556,7 +556,7 @@ impl PgEventStore {
         events: impl IntoIterator<Item = Event>,
         condition: Option<AppendCondition>,
     ) -> Result<AppendResult> {
-        let prepared = self.compile_append(events.into_iter().collect(), condition.as_ref())?;
+        let prepared = self.compile_append(events.into_iter().collect(), condition)?;
         // The notification goes out when the caller commits, and not if it rolls back.
         let row = transaction
             .query_one(
@@ -591,34 +591,30 @@ impl PgEventStore {
     fn compile_append(
         &self,
         events: Vec<Event>,
-        condition: Option<&AppendCondition>,
+        condition: Option<AppendCondition>,
     ) -> Result<CompiledAppend> {
-        check_append(&events, condition, self.config.max_batch_size, POSTGRES)?;
-        let guard = condition.map(|c| Guard {
-            query: &c.fail_if_events_match,
-            after: c.after.map(|p| p as i64), // checked above: fits a bigint
-            snapshot: match c.snapshot.as_ref().map(|s| &s.0) {
-                Some(Snapshot::Postgres(s)) => Some(s),
-                _ => None, // checked above: no other backend's
-            },
-        });
+        check_append(
+            &events,
+            condition.as_ref(),
+            self.config.max_batch_size,
+            POSTGRES,
+        )?;
         let schema = &self.config.schema;
         let locks = LockPlan::new(
             schema.as_str(),
             &events,
-            condition.map(|c| &c.fail_if_events_match),
+            condition.as_ref().map(|c| &c.fail_if_events_match),
         );
         Ok(CompiledAppend {
             schema: schema.clone(),
-            guarded: guard.is_some(),
-            lock: sql::lock_keys(&locks),
+            events,
+            condition,
             locks,
-            insert: sql::insert_events(schema, &events, guard),
-            after: condition.map(|c| c.after),
+            lock: OnceLock::new(),
+            insert: OnceLock::new(),
             begin: self.config.begin.clone(),
             group_begin: self.config.group_begin.clone(),
             prepare: self.config.prepare,
-            events,
         })
     }
 }
