@@ -5,7 +5,8 @@
 use sea_query::extension::postgres::{PgExpr, PgFunc};
 use sea_query::{
     CommonTableExpression, Condition, Expr, ExprTrait, Func, IntoTableRef, JoinType, Order,
-    PostgresQueryBuilder, Query as Sql, SelectStatement, UnionType, Value as SqlValue, WithClause,
+    PostgresQueryBuilder, Query as Sql, SelectStatement, SubQueryStatement, UnionType,
+    Value as SqlValue, WithClause,
 };
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use serde_json::{Value, json};
@@ -321,19 +322,8 @@ pub(crate) fn insert_events(
         .select_from(source)
         .expect("the source selects exactly the written columns")
         .returning(Sql::returning().columns(["position", "event_id"]));
-    with.cte(
-        CommonTableExpression::new()
-            .query(existing)
-            .table_name("existing")
-            .materialized(true)
-            .to_owned(),
-    )
-    .cte(
-        CommonTableExpression::new()
-            .query(insert)
-            .table_name("inserted")
-            .to_owned(),
-    );
+    with.cte(materialized("existing", existing))
+        .cte(cte("inserted", insert, None));
     let mut select = Sql::select();
     select
         .columns(["position", "event_id"])
@@ -514,16 +504,29 @@ fn matching(from: impl IntoTableRef, query: &Query) -> SelectStatement {
 
 /// A `MATERIALIZED` CTE named `name`.
 fn materialized(name: &'static str, query: SelectStatement) -> CommonTableExpression {
-    CommonTableExpression::new()
-        .query(query)
-        .table_name(name)
-        .materialized(true)
-        .to_owned()
+    cte(name, query, Some(true))
+}
+
+/// The CTE `name`: `MATERIALIZED`, `NOT MATERIALIZED`, or (`None`) as PostgreSQL decides. Built
+/// in place: the builder's `to_owned()` would copy the whole query, the batch's JSON included.
+fn cte(
+    name: &'static str,
+    query: impl Into<SubQueryStatement>,
+    materialized: Option<bool>,
+) -> CommonTableExpression {
+    let mut cte = CommonTableExpression::new();
+    cte.query(query).table_name(name);
+    if let Some(materialized) = materialized {
+        cte.materialized(materialized);
+    }
+    cte
 }
 
 /// `NOT EXISTS (SELECT 1 FROM <cte>)`.
 fn empty(cte: &'static str) -> Expr {
-    Expr::not_exists(Sql::select().expr(Expr::cust("1")).from(cte).to_owned())
+    let mut select = Sql::select();
+    select.expr(Expr::cust("1")).from(cte);
+    Expr::not_exists(select)
 }
 
 /// The `WHERE` condition of `query`; `None` when it matches everything.
