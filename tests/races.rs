@@ -33,6 +33,27 @@ where
     results
 }
 
+/// Defines `course` with `capacity` seats.
+async fn define_course(store: &AnyStore, course: &str, capacity: usize) {
+    store
+        .append(
+            [Event::new("CourseDefined", json!({"capacity": capacity})).with_tags([course])],
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// The subscriptions to `course`, counted by replaying the log.
+async fn subscriptions_in_log(store: &AnyStore, course: &str) -> usize {
+    store
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "StudentSubscribed" && e.has_tag(course))
+        .count()
+}
+
 /// (a) Students compete for the seats of a course with capacity 5: read the course's events,
 /// decide, append guarded; retry on conflict. Every round ends with exactly 5 subscriptions.
 #[rstest]
@@ -45,14 +66,7 @@ async fn course_capacity_is_never_exceeded(
     let store = AnyStore::new(backend).await;
     for round in 0..ROUNDS {
         let course = format!("course:r{round}");
-        store
-            .append(
-                [Event::new("CourseDefined", json!({"capacity": CAPACITY}))
-                    .with_tags([course.clone()])],
-                None,
-            )
-            .await
-            .unwrap();
+        define_course(&store, &course, CAPACITY).await;
         let outcomes = race(&store, |store, student, barrier| {
             let course = course.clone();
             async move {
@@ -94,13 +108,7 @@ async fn course_capacity_is_never_exceeded(
         })
         .await;
         let winners = outcomes.iter().filter(|w| **w).count();
-        // Replay the log: count the subscriptions of this course.
-        let subscriptions = store
-            .all_events()
-            .await
-            .into_iter()
-            .filter(|e| e.event_type == "StudentSubscribed" && e.has_tag(&course))
-            .count();
+        let subscriptions = subscriptions_in_log(&store, &course).await;
         assert_eq!(
             subscriptions, CAPACITY,
             "round {round}: the log holds {subscriptions} subscriptions"
@@ -123,14 +131,7 @@ async fn course_capacity_holds_while_the_log_floods(
     let store = AnyStore::new(backend).await;
     for round in 0..ROUNDS {
         let course = format!("course:flood{round}");
-        store
-            .append(
-                [Event::new("CourseDefined", json!({"capacity": CAPACITY}))
-                    .with_tags([course.clone()])],
-                None,
-            )
-            .await
-            .unwrap();
+        define_course(&store, &course, CAPACITY).await;
         let outcomes = race(&store, |store, writer, barrier| {
             let course = course.clone();
             async move {
@@ -174,12 +175,7 @@ async fn course_capacity_holds_while_the_log_floods(
             }
         })
         .await;
-        let subscriptions = store
-            .all_events()
-            .await
-            .into_iter()
-            .filter(|e| e.event_type == "StudentSubscribed" && e.has_tag(&course))
-            .count();
+        let subscriptions = subscriptions_in_log(&store, &course).await;
         assert_eq!(
             subscriptions, CAPACITY,
             "round {round}: the log holds {subscriptions} subscriptions"
