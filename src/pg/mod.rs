@@ -605,7 +605,7 @@ impl PgEventStore {
             &events,
             condition.as_ref().map(|c| &c.fail_if_events_match),
         );
-        Ok(CompiledAppend {
+        let compiled = CompiledAppend {
             schema: schema.clone(),
             events,
             condition,
@@ -615,6 +615,12 @@ impl PgEventStore {
             begin: self.config.begin.clone(),
             group_begin: self.config.group_begin.clone(),
             prepare: self.config.prepare,
-        })
+        };
+        // A guarded insert always runs: built here, in the caller's task, not in the group
+        // worker's, which would build the inserts of its whole group one after the other.
+        if compiled.guarded() {
+            compiled.insert();
+        }
+        Ok(compiled)
     }
 }
