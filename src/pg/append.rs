@@ -24,8 +24,9 @@ use crate::store::{AppendResult, replay_or_duplicate};
 use crate::telemetry;
 
 /// An append checked and compiled (its lock plan), ready to run in a transaction. Its two
-/// statements are built the first time they are needed: in a group, the union of the appends'
-/// locks replaces each one's lock statement, and one statement writes the unguarded appends.
+/// statements are built the first time they are needed (a guarded insert, which always runs,
+/// when it is compiled): in a group, the union of the appends' locks replaces each one's lock
+/// statement, and one statement writes the unguarded appends.
 pub(super) struct CompiledAppend {
     pub(super) schema: SchemaName,
     pub(super) events: Vec<Event>,
