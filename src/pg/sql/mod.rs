@@ -370,7 +370,7 @@ pub(crate) fn lock_keys(locks: &LockPlan) -> Statement {
 }
 
 /// Rows of the events table a guard's tail reads at most (see [`guard`]).
-pub(crate) const TAIL_ROWS: u64 = 64;
+const TAIL_ROWS: u64 = 64;
 
 /// The guard of a condition: `WITH guard AS MATERIALIZED (…)`, the events that fail it. An event
 /// fails a condition when it matches the query and lies after `after` (with no `after`: every
@@ -390,9 +390,9 @@ pub(crate) const TAIL_ROWS: u64 = 64;
 /// `(event_type, position)` index. A query with an item that matches every event needs no second
 /// part: a full tail already fails it.
 ///
-/// MATERIALIZED and without LIMIT: planned for its whole (normally empty) result, so PostgreSQL
-/// uses the indexes instead of a "fast start" walk of the primary key, which visits the whole
-/// table when the boundary is empty or its events are old.
+/// The guard itself is MATERIALIZED and without LIMIT: planned for its whole (normally empty)
+/// result, so PostgreSQL uses the indexes instead of a "fast start" walk of the primary key,
+/// which visits the whole table when the boundary is empty or its events are old.
 fn guard(schema: &SchemaName, condition: Guard<'_>) -> Vec<CommonTableExpression> {
     if condition.covered() {
         let snapshot = condition
@@ -531,7 +531,8 @@ fn empty(cte: &'static str) -> Expr {
 
 /// The `WHERE` condition of `query`; `None` when it matches everything.
 fn filter(query: &Query) -> Option<Condition> {
-    filter_items(query, item_filter)
+    let items = (!query.is_all()).then(|| query.items().iter().map(item_filter).collect());
+    with_time_range(query, items)
 }
 
 /// The `WHERE` condition of the events matching `query` after `after`, with each item's own
@@ -540,27 +541,32 @@ fn filter(query: &Query) -> Option<Condition> {
 /// takes the item's tag or payload index, not the primary key). `None` when an item matches
 /// every event (see [`guard`]).
 fn filter_after(query: &Query, after: i64) -> Option<Condition> {
-    let everything = |item: &QueryItem| item_filter(item).is_empty();
-    if query.is_all() || query.items().iter().any(everything) {
+    if query.is_all() {
         return None;
     }
-    filter_items(query, |item| {
+    let mut items = Vec::with_capacity(query.items().len());
+    for item in query.items() {
+        let cond = item_filter(item);
+        if cond.is_empty() {
+            return None;
+        }
         let types_only =
             item.tag_list().is_empty() && item.all_of().is_empty() && item.any_of().is_none();
-        item_filter(item).add(if types_only {
+        items.push(cond.add(if types_only {
             Expr::col("position").gt(after)
         } else {
             Expr::cust_with_values(r#""position" + 0 > $1"#, [after])
-        })
-    })
+        }));
+    }
+    with_time_range(query, Some(items))
 }
 
-/// The OR of the items of `query`, each compiled by `item`, and its time range; `None` when it
+/// The OR of `items` (`None`: every event) AND the time range of `query`; `None` when it
 /// matches everything.
-fn filter_items(query: &Query, item: impl Fn(&QueryItem) -> Condition) -> Option<Condition> {
+fn with_time_range(query: &Query, items: Option<Vec<Condition>>) -> Option<Condition> {
     let mut cond = Condition::all();
-    if !query.is_all() {
-        cond = cond.add(any_balanced(query.items().iter().map(item)));
+    if let Some(items) = items {
+        cond = cond.add(any_balanced(items));
     }
     let (from, before) = query.occurred_range();
     if let Some(from) = from {
