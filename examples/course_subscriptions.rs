@@ -4,7 +4,8 @@
 //! once and to at most 3 courses. The decision "subscribe student S to course C" reads one
 //! dynamic stream spanning two entities, the course and the student: three projections composed
 //! into one decision model, whose query also guards the append. Meanwhile a projection keeps a
-//! read model of the seats left per course live, from a subscription to the log.
+//! read model of the seats left per course live, from a subscription to the log, and the demo
+//! waits until that model includes its last append before it shows it (read-your-writes).
 //!
 //! Run: `cargo run --example course_subscriptions` (in memory), or with `DATABASE_URL` set
 //! (PostgreSQL).
@@ -19,9 +20,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use dcbstore::{
-    Checkpoint, DecideError, DecisionModel, DomainEvent, Event, EventStore, FeedEvent,
-    MemoryEventStore, Projection, ProjectionHandle, ProjectionRunner, Projector, ProjectorError,
-    Query, QueryItem, ReadOptions, decide,
+    AppendResult, Checkpoint, DecideError, DecisionModel, DomainEvent, Event, EventStore,
+    FeedEvent, MemoryEventStore, Projection, ProjectionRunner, Projector, ProjectorError, Query,
+    QueryItem, ReadOptions, decide,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
@@ -128,13 +129,13 @@ async fn subscribe(
     store: &impl EventStore,
     course: &str,
     student: &str,
-) -> Result<u64, DecideError<String>> {
+) -> Result<AppendResult, DecideError<String>> {
     let model = subscription_model(course, student);
     let written = decide(store, &model, |state| {
         subscribe_rules(state, course, student)
     })
     .await?;
-    Ok(written.expect("a subscription appends").last_position())
+    Ok(written.expect("a subscription appends"))
 }
 
 async fn define_course(
@@ -226,24 +227,13 @@ impl Projector for SeatsLeftProjector {
     }
 }
 
-/// Waits until the projection has applied everything appended so far (bounded).
-async fn caught_up(handle: &ProjectionHandle) {
-    for _ in 0..500 {
-        let status = handle.status();
-        if status.iter().all(|s| s.caught_up) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "the projection did not catch up in 10 s: {:?}",
-        handle.status()
-    );
-}
-
+/// Tries to subscribe `student` and says how it went.
 async fn show(store: &impl EventStore, course: &str, student: &str) -> dcbstore::Result<()> {
     match subscribe(store, course, student).await {
-        Ok(position) => println!("  {student} -> {course}: subscribed (position {position})"),
+        Ok(written) => println!(
+            "  {student} -> {course}: subscribed (position {})",
+            written.last_position()
+        ),
         Err(DecideError::Rejected(rule)) => println!("  {student} -> {course}: rejected, {rule}"),
         Err(DecideError::Store(e)) => return Err(e),
         Err(e) => println!("  {student} -> {course}: {e}"),
@@ -251,11 +241,13 @@ async fn show(store: &impl EventStore, course: &str, student: &str) -> dcbstore:
     Ok(())
 }
 
-/// The demo. `suffix` makes the ids unique to this run (empty in memory).
+/// The demo. `suffix` makes the ids (courses and students) unique to this run (empty in
+/// memory), so that it runs any number of times against the same database.
 async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore::Result<()> {
     let c = |name: &str| format!("{name}{suffix}");
     let (math, art, music, chess, robotics) =
         (c("math"), c("art"), c("music"), c("chess"), c("robotics"));
+    let (ada, bob, eve, yan, zoe) = (c("ada"), c("bob"), c("eve"), c("yan"), c("zoe"));
     let seats_left = Arc::new(Mutex::new(SeatsLeft::default()));
     let projection = ProjectionRunner::new(store.clone())
         .with(SeatsLeftProjector(seats_left.clone()))
@@ -279,34 +271,37 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     }
 
     println!("\nSubscriptions (at most {MAX_COURSES_PER_STUDENT} courses per student):");
-    show(&store, &math, "ada").await?;
-    show(&store, &math, "ada").await?;
-    show(&store, &math, "bob").await?;
-    show(&store, &math, "eve").await?;
+    show(&store, &math, &ada).await?;
+    show(&store, &math, &ada).await?;
+    show(&store, &math, &bob).await?;
+    show(&store, &math, &eve).await?;
     change_capacity(&store, &math, 3)
         .await
         .expect("math exists");
     println!("  capacity of {math} changed to 3");
-    show(&store, &math, "eve").await?;
+    show(&store, &math, &eve).await?;
     for course in [&art, &music, &chess] {
-        show(&store, course, "ada").await?;
+        show(&store, course, &ada).await?;
     }
 
     println!("\nA stale decision: the boundary changes between read and append:");
-    let model = subscription_model(&art, "yan");
+    let model = subscription_model(&art, &yan);
     let read = store.read(&model.query(), ReadOptions::default()).await?;
-    let decided = subscribe_rules(model.fold(read.events()), &art, "yan").expect("room for yan");
-    println!("  yan's decision read {} events: there is room", read.len());
-    subscribe(&store, &art, "zoe")
+    let decided = subscribe_rules(model.fold(read.events()), &art, &yan).expect("room for yan");
+    println!(
+        "  {yan}'s decision read {} events: there is room",
+        read.len()
+    );
+    subscribe(&store, &art, &zoe)
         .await
         .expect("zoe gets a seat");
-    println!("  meanwhile zoe subscribes to {art}");
+    println!("  meanwhile {zoe} subscribes to {art}");
     let condition = read.append_condition()?;
     let err = store
         .append(decided, Some(condition))
         .await
         .expect_err("the boundary changed after the read");
-    println!("  yan's append: {err}");
+    println!("  {yan}'s append: {err}");
     assert!(err.is_append_condition_failed());
 
     println!("\nA race: 12 students try to take the only seat of {robotics} at once:");
@@ -314,17 +309,23 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     let tasks: Vec<_> = (0..12)
         .map(|i| {
             let (store, course, barrier) = (store.clone(), robotics.clone(), barrier.clone());
+            let racer = c(&format!("racer{i}"));
             tokio::spawn(async move {
                 barrier.wait().await;
-                (i, subscribe(&store, &course, &format!("racer{i}")).await)
+                let outcome = subscribe(&store, &course, &racer).await;
+                (racer, outcome)
             })
         })
         .collect();
     let mut winners = Vec::new();
+    let mut last = None;
     for task in tasks {
-        let (i, outcome) = task.await.expect("task");
+        let (racer, outcome) = task.await.expect("task");
         match outcome {
-            Ok(_) => winners.push(format!("racer{i}")),
+            Ok(written) => {
+                winners.push(racer);
+                last = Some(written);
+            }
             Err(DecideError::Store(e)) => return Err(e),
             Err(_) => {}
         }
@@ -336,7 +337,10 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     assert_eq!(seats_taken, 1, "the guard kept the course within capacity");
     println!("\nThe guard held: the course never went over capacity.");
 
-    caught_up(&projection).await;
+    // Read-your-writes: the model includes the winner's append, the demo's last, and so
+    // everything appended before it.
+    let last = last.expect("one racer won the seat");
+    projection.wait_for(&last, Duration::from_secs(10)).await?;
     println!("\nThe read model, kept live by a projection while the demo appended:");
     for (course, (capacity, taken)) in &seats_left.lock().expect("not poisoned").courses {
         if course.ends_with(suffix) {
@@ -346,11 +350,9 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
             );
         }
     }
-    let status = &projection.status()[0];
     println!(
-        "  ({} events applied, lag {:?})",
-        status.applied,
-        status.lag().unwrap_or_default()
+        "  (it includes the demo's last append, at {})",
+        last.checkpoint()
     );
     assert_eq!(
         seats_left.lock().expect("not poisoned").courses[&robotics],

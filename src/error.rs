@@ -1,6 +1,10 @@
 //! Error types: one [`Error`] for every fallible call, with [`InvalidInput`] for rejected input.
 
 use std::fmt;
+use std::time::Duration;
+
+use crate::feed::Checkpoint;
+use crate::projector::ProjectionStatus;
 
 /// The result type of every fallible call in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -102,6 +106,26 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// [`ProjectionHandle::wait_for`](crate::ProjectionHandle::wait_for) timed out: a projector
+    /// had not applied the append yet (it is catching up, a batch is slow, or on PostgreSQL a
+    /// transaction that began before the append is still running and holds the feed back).
+    /// Retryable: waiting again can succeed.
+    #[error(
+        "projection {:?} had not applied the append at {target} after {waited:?}: it stands at {}, \
+         {} events applied in this run",
+        status.name,
+        DisplayThrough(status.through),
+        status.applied
+    )]
+    ProjectionBehind {
+        /// How long it was waited for.
+        waited: Duration,
+        /// The append's [`AppendResult::checkpoint`](crate::AppendResult::checkpoint).
+        target: Checkpoint,
+        /// Where the projector stood when the wait ended.
+        status: Box<ProjectionStatus>,
+    },
+
     /// The connection settings could not be turned into a pool.
     #[error("invalid connection configuration: {message}")]
     Config {
@@ -174,7 +198,7 @@ impl Error {
     /// Retryable: connection failures (refused, closed, terminated by the server: `08xxx`,
     /// `57P01`–`57P03`), serialization failures and deadlocks (`40001`, `40P01`), lock and
     /// statement timeouts (`55P03`, `57014`), too many connections (`53300`), and a pool that
-    /// timed out. After a connection failure during an append its outcome is unknown: retrying
+    /// timed out; a projection not there yet ([`Error::ProjectionBehind`]). After a connection failure during an append its outcome is unknown: retrying
     /// with the same ids is safe, because an append whose events are all stored already is a
     /// replay ([`AppendResult::is_replay`](crate::AppendResult::is_replay)).
     ///
@@ -188,6 +212,7 @@ impl Error {
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
+            Error::ProjectionBehind { .. } => true,
             #[cfg(feature = "postgres")]
             Error::Database { source, .. } => transient(source),
             #[cfg(feature = "postgres")]
@@ -299,6 +324,17 @@ impl fmt::Display for PoolCause<'_> {
                 write!(f, "opening a connection failed: {}", Driver(e))
             }
             other => write!(f, "{other}"),
+        }
+    }
+}
+
+struct DisplayThrough(Option<Checkpoint>);
+
+impl fmt::Display for DisplayThrough {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "{c}"),
+            None => f.write_str("the start (it has read nothing yet)"),
         }
     }
 }

@@ -43,6 +43,20 @@ impl Checkpoint {
         Self(Mark::Postgres { tx, position })
     }
 
+    /// The position of the event it marks (for a feed page's `next`, the bound it stands at).
+    pub(crate) fn position(&self) -> u64 {
+        match self.0 {
+            Mark::Memory { position } | Mark::Postgres { position, .. } => position,
+        }
+    }
+
+    /// Whether everything up to `other` in feed order lies at or before this checkpoint: a
+    /// consumer standing here has seen the event `other` marks. `false` for checkpoints of
+    /// different backends, which have no common order.
+    pub(crate) fn covers(&self, other: &Checkpoint) -> bool {
+        self.backend() == other.backend() && *self >= *other
+    }
+
     /// The backend the checkpoint belongs to, for messages.
     pub(crate) fn backend(&self) -> &'static str {
         match self.0 {

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use crate::decision::RetryPolicy;
 use crate::error::Result;
 use crate::feed::{Checkpoint, FeedEvent, FeedPage};
 use crate::query::Query;
-use crate::store::EventStore;
+use crate::store::{AppendResult, EventStore};
 
 /// How a [`Subscription`] reads and waits.
 ///
@@ -139,11 +140,16 @@ impl SubscribeOptions {
 pub struct Subscription {
     inner: Pin<Box<dyn Stream<Item = Result<FeedEvent>> + Send>>,
     caught_up: Arc<AtomicBool>,
+    delivered: watch::Receiver<Option<Checkpoint>>,
 }
 
 impl Subscription {
     /// `true` when the subscription has delivered everything the store could deliver at its
     /// last read (it is following, not catching up).
+    ///
+    /// It says nothing about appends made since that read: it can be `true` while an event
+    /// appended a moment ago is still on its way. To know whether a given append has been
+    /// delivered, use [`has_delivered`](Self::has_delivered).
     ///
     /// ```
     /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, SubscribeOptions};
@@ -161,6 +167,119 @@ impl Subscription {
     /// ```
     pub fn is_caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// How far the subscription has delivered, in feed order: every event of its query before
+    /// this checkpoint (and the one it marks) has been yielded by the stream, and no other.
+    /// It also moves past events the query does not match, as the subscription reads on, so it
+    /// says how far the subscriber has seen the log, not only its query. `None` while a
+    /// subscription from the start has delivered nothing.
+    ///
+    /// A subscription resumed from a checkpoint starts there.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, SubscribeOptions};
+    /// use futures::TryStreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let written = store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// let mut live = store.subscribe(&Query::all(), None, SubscribeOptions::default());
+    /// assert_eq!(live.delivered(), None);
+    /// live.try_next().await?;
+    /// assert_eq!(live.delivered(), Some(written.checkpoint()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delivered(&self) -> Option<Checkpoint> {
+        *self.delivered.borrow()
+    }
+
+    /// `true` once the subscription has delivered every event of `append` its query matches
+    /// (and everything before it in feed order): a subscriber that has just appended can tell
+    /// whether its own events have come round. An append the query does not match counts as
+    /// delivered once the subscription has read past it, which happens while the stream is
+    /// polled even though it yields nothing: [`until_delivered`](Self::until_delivered) pulls
+    /// until then. Always `false` for an append to a store of the other backend.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, SubscribeOptions};
+    /// use futures::TryStreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let orders = Query::from(QueryItem::types(["OrderPlaced"]));
+    /// let mut live = store.subscribe(&orders, None, SubscribeOptions::default());
+    /// let placed = store.append([Event::new("OrderPlaced", serde_json::json!({}))], None).await?;
+    /// assert!(!live.has_delivered(&placed));
+    /// live.try_next().await?.expect("the order placed");
+    /// assert!(live.has_delivered(&placed));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn has_delivered(&self, append: &AppendResult) -> bool {
+        self.delivered()
+            .is_some_and(|at| at.covers(&append.checkpoint()))
+    }
+
+    /// The subscription's next events up to `append`: a stream that yields what the
+    /// subscription delivers and ends once it [has delivered](Self::has_delivered) `append`,
+    /// also when its query matches none of the append's events (it then ends without yielding
+    /// them). The subscription goes on afterwards from where this left it. Bound the wait with
+    /// a timeout: on PostgreSQL an append is delivered once every transaction that began before
+    /// it has ended (see [`EventStore::feed`](crate::EventStore::feed)). For an append to a
+    /// store of the other backend it never ends.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, SubscribeOptions};
+    /// use futures::TryStreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let orders = Query::from(QueryItem::types(["OrderPlaced"]));
+    /// let mut live = store.subscribe(&orders, None, SubscribeOptions::default());
+    /// store.append([Event::new("OrderPlaced", serde_json::json!({"id": 1}))], None).await?;
+    /// let other = store.append([Event::new("Ticked", serde_json::json!({}))], None).await?;
+    /// let events = live.until_delivered(&other).try_collect::<Vec<_>>();
+    /// let events = tokio::time::timeout(Duration::from_secs(5), events).await.expect("in time")?;
+    /// assert_eq!(events.len(), 1, "the order; the tick is not of the query");
+    /// assert!(live.has_delivered(&other));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn until_delivered(
+        &mut self,
+        append: &AppendResult,
+    ) -> impl Stream<Item = Result<FeedEvent>> + Send + '_ {
+        let target = append.checkpoint();
+        let changes = self.delivered.clone();
+        futures::stream::unfold((self, changes), move |(live, mut changes)| async move {
+            loop {
+                if live.delivered().is_some_and(|at| at.covers(&target)) {
+                    return None;
+                }
+                // The next event, or the frontier moving past events it does not yield.
+                let next = {
+                    let mut moved = std::pin::pin!(changes.changed());
+                    std::future::poll_fn(|cx| match live.inner.as_mut().poll_next(cx) {
+                        Poll::Ready(item) => Poll::Ready(Some(item)),
+                        Poll::Pending => moved.as_mut().poll(cx).map(|_| None),
+                    })
+                    .await
+                };
+                match next {
+                    Some(Some(item)) => return Some((item, (live, changes))),
+                    Some(None) => return None, // the subscription ended
+                    None => {}
+                }
+            }
+        })
+    }
+
+    /// Changes of [`delivered`](Self::delivered), for a consumer that waits on them.
+    pub(crate) fn delivered_changes(&self) -> watch::Receiver<Option<Checkpoint>> {
+        self.delivered.clone()
     }
 }
 
@@ -210,9 +329,11 @@ fn follow(
     options: SubscribeOptions,
 ) -> Subscription {
     let caught_up = Arc::new(AtomicBool::new(false));
+    let (delivered_sender, delivered) = watch::channel(after);
     let state = Follower {
         feed,
         caught_up_flag: caught_up.clone(),
+        delivered: delivered_sender,
         wake,
         next: after,
         buffer: VecDeque::new(),
@@ -227,6 +348,7 @@ fn follow(
             Some((item, state))
         })),
         caught_up,
+        delivered,
     }
 }
 
@@ -234,6 +356,9 @@ struct Follower {
     feed: FeedFn,
     /// [`Subscription::is_caught_up`]: the last page was short and all of it is delivered.
     caught_up_flag: Arc<AtomicBool>,
+    /// [`Subscription::delivered`]: the checkpoint of the last event yielded, or the page's
+    /// `next` once all of it is yielded.
+    delivered: watch::Sender<Option<Checkpoint>>,
     wake: watch::Receiver<u64>,
     /// Where the next page starts.
     next: Option<Checkpoint>,
@@ -255,6 +380,12 @@ impl Follower {
             if let Some(event) = self.buffer.pop_front() {
                 let drained = self.caught_up && self.buffer.is_empty();
                 self.caught_up_flag.store(drained, Ordering::Relaxed);
+                // The page's `next` covers what the page read past, once all of it is yielded.
+                let at = match self.buffer.is_empty() {
+                    true => self.next,
+                    false => Some(event.checkpoint),
+                };
+                self.advance(at);
                 return Some(Ok(event));
             }
             if self.done {
@@ -275,6 +406,9 @@ impl Follower {
                     let drained = self.caught_up && page.events.is_empty();
                     self.caught_up_flag.store(drained, Ordering::Relaxed);
                     self.next = Some(page.next);
+                    if page.events.is_empty() {
+                        self.advance(self.next);
+                    }
                     self.buffer.extend(page.events);
                 }
                 Err(error)
@@ -294,6 +428,18 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Moves [`Subscription::delivered`] to `at` (it never moves back), waking those who wait
+    /// on it only when it moved.
+    fn advance(&self, at: Option<Checkpoint>) {
+        self.delivered.send_if_modified(|delivered| {
+            let moved = at > *delivered;
+            if moved {
+                *delivered = at;
+            }
+            moved
+        });
     }
 
     /// Until a wake-up, or the poll interval at most ([`HELD_BACK_POLL`] while events are

@@ -436,3 +436,118 @@ async fn a_projector_whose_checkpoint_cannot_be_loaded_reports_why() {
         "{err}"
     );
 }
+
+/// Events applied per course, shared with the test (a partition writes its courses only).
+type Counts = Arc<std::sync::Mutex<HashMap<String, u64>>>;
+
+/// A projector counting the events of type `counted` per course.
+struct Counter {
+    name: String,
+    counted: &'static str,
+    counts: Counts,
+    at: Option<Checkpoint>,
+}
+
+impl Projector for Counter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn query(&self) -> Query {
+        Query::from(QueryItem::types([self.counted]))
+    }
+    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
+        Ok(self.at)
+    }
+    async fn apply(&mut self, batch: &[FeedEvent]) -> Result<(), ProjectorError> {
+        let mut counts = self.counts.lock().unwrap();
+        for e in batch {
+            let course = e.event.payload["course"].as_str().ok_or("no course")?;
+            *counts.entry(course.to_string()).or_default() += 1;
+        }
+        self.at = batch.last().map(|e| e.checkpoint);
+        Ok(())
+    }
+    async fn reset(&mut self) -> Result<(), ProjectorError> {
+        self.counts.lock().unwrap().clear();
+        self.at = None;
+        Ok(())
+    }
+}
+
+/// Read-your-writes: 1,000 times, append a subscription and at once wait for the projections,
+/// then check that the read model includes it. Three writers append beside it all along (to
+/// other courses, and events no projector matches), on separate connections on PostgreSQL. The
+/// runner holds a counter partitioned two ways and a projector whose query matches none of the
+/// loop's events: `wait_for` waits for both. (The flag `caught_up` cannot do this: it is already
+/// true from before the append.)
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_returns_once_the_projections_include_the_append(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let (counts, defined): (Counts, Counts) = Default::default();
+    let handle = ProjectionRunner::new(store.clone())
+        .with_partitioned(2, "course:", |k| Counter {
+            name: format!("counts#{k}"),
+            counted: "Subscribed",
+            counts: counts.clone(),
+            at: None,
+        })
+        .with(Counter {
+            name: "defined".into(),
+            counted: "CourseDefined",
+            counts: defined.clone(),
+            at: None,
+        })
+        .start()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let course = format!("other{w}");
+                    let subscribed = event(
+                        "Subscribed",
+                        &[&format!("course:{course}")],
+                        json!({"course": course, "n": n}),
+                    );
+                    let noise = event("Noise", &["noise"], json!({"n": n}));
+                    store.append([subscribed], None).await.unwrap();
+                    store.append([noise], None).await.unwrap();
+                    n += 1;
+                    // In memory an append takes no time: keep the log (and the runtime) sane.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=1000u64 {
+        let mine = event(
+            "Subscribed",
+            &["course:mine"],
+            json!({"course": "mine", "n": i}),
+        );
+        let written = store.append([mine], None).await.unwrap();
+        handle
+            .wait_for(&written, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("append {i}: {e}"));
+        let status = handle.status();
+        assert!(status.iter().all(|s| s.has_applied(&written)), "{status:?}");
+        assert_eq!(
+            counts.lock().unwrap().get("mine").copied(),
+            Some(i),
+            "after waiting for append {i}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(defined.lock().unwrap().is_empty());
+    handle.shutdown().await.unwrap();
+}

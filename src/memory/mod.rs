@@ -276,7 +276,10 @@ impl MemoryEventStore {
         if events.iter().any(|e| log.ids.contains_key(&e.id)) {
             return replay_or_duplicate(&events, |id| {
                 let position = *log.ids.get(id)?;
-                Some((position, &log.events[(position - 1) as usize].event))
+                Some((
+                    Checkpoint::memory(position),
+                    &log.events[(position - 1) as usize].event,
+                ))
             });
         }
         if let Some(c) = condition {
@@ -320,7 +323,8 @@ impl MemoryEventStore {
         }
         drop(log);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(AppendResult::new(positions))
+        let last = Checkpoint::memory(positions[positions.len() - 1]);
+        Ok(AppendResult::new(positions, last))
     }
 }
 

@@ -19,6 +19,7 @@ use super::sql::{self, Guard, SchemaName, Statement};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::feed::Checkpoint;
 use crate::snapshot::Snapshot;
 use crate::store::{AppendResult, replay_or_duplicate};
 use crate::telemetry;
@@ -106,40 +107,62 @@ impl CompiledAppend {
         inserted.map_err(|e| self.insert_error(e))
     }
 
-    /// What the insert's rows say: written, replayed, duplicate, or a failed condition.
+    /// What the insert's rows (columns [`sql::APPENDED`]) say: written, replayed, duplicate, or
+    /// a failed condition.
     pub(super) fn positions(&self, rows: Vec<Row>) -> Result<AppendResult> {
+        let [
+            position,
+            event_id,
+            existed,
+            event_type,
+            tags,
+            payload,
+            metadata,
+            tx,
+        ] = sql::APPENDED;
         let mut written = Vec::with_capacity(self.events.len());
+        let mut last = None;
         let mut stored = HashMap::new();
         let decode = Error::db("reading the written positions");
         for row in &rows {
-            let position = row.try_get::<_, i64>(0).map_err(&decode)? as u64;
-            let event_id: Uuid = row.try_get(1).map_err(&decode)?;
-            if row.try_get::<_, bool>(2).map_err(&decode)? {
+            let at = row.try_get::<_, i64>(position).map_err(&decode)? as u64;
+            let tx: &str = row.try_get(tx).map_err(&decode)?;
+            let tx = tx.parse().map_err(|_| Error::Decode {
+                position: at,
+                message: format!("unexpected transaction id {tx:?}"),
+                source: None,
+            })?;
+            let checkpoint = Checkpoint::postgres(tx, at);
+            let id: Uuid = row.try_get(event_id).map_err(&decode)?;
+            if row.try_get::<_, bool>(existed).map_err(&decode)? {
                 let event = Event {
-                    id: event_id,
-                    event_type: row.try_get(3).map_err(&decode)?,
-                    tags: row.try_get(4).map_err(&decode)?,
-                    payload: row.try_get(5).map_err(&decode)?,
-                    metadata: row.try_get(6).map_err(&decode)?,
+                    id,
+                    event_type: row.try_get(event_type).map_err(&decode)?,
+                    tags: row.try_get(tags).map_err(&decode)?,
+                    payload: row.try_get(payload).map_err(&decode)?,
+                    metadata: row.try_get(metadata).map_err(&decode)?,
                 };
-                stored.insert(event_id, (position, event));
+                stored.insert(id, (checkpoint, event));
             } else {
-                written.push(position);
+                written.push(at);
+                last = last.max(Some(checkpoint));
             }
         }
         if !stored.is_empty() {
             return replay_or_duplicate(&self.events, |id| {
-                stored.get(id).map(|(position, event)| (*position, event))
+                stored
+                    .get(id)
+                    .map(|(checkpoint, event)| (*checkpoint, event))
             });
         }
-        if written.is_empty() {
+        let Some(last) = last else {
             let after = self.condition.as_ref().and_then(|c| c.after);
             debug!(?after, "append condition failed");
             return Err(Error::AppendConditionFailed { after });
-        }
+        };
         // Positions are drawn in batch order; RETURNING does not promise that order.
         written.sort_unstable();
-        Ok(AppendResult::new(written))
+        Ok(AppendResult::new(written, last))
     }
 
     pub(super) fn insert_error(&self, e: tokio_postgres::Error) -> Error {
@@ -282,7 +305,7 @@ pub(super) async fn run_transaction(
         let answer = answers.next().expect("an answer per statement");
         let decode = Error::db("reading the written positions");
         for row in answer.map_err(|e| unguarded[0].1.insert_error(e))? {
-            let append: i32 = row.try_get(7).map_err(&decode)?;
+            let append: i32 = row.try_get("append").map_err(&decode)?;
             rows[append as usize].push(row);
         }
     }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::error::{BoxError, Error, Result};
 use crate::feed::{Checkpoint, FeedEvent};
 use crate::query::Query;
-use crate::store::EventStore;
+use crate::store::{AppendResult, EventStore};
 
 mod runner;
 mod tasks;
@@ -133,7 +133,17 @@ pub struct ProjectionStatus {
     pub applied: u64,
     /// When the last applied event was appended.
     pub last_event_at: Option<OffsetDateTime>,
-    /// It has applied everything the store could deliver at its last read.
+    /// How far it has got in feed order: every event before this point (and the one it marks)
+    /// that its query matches has been applied, and it has read past the others. `None` until
+    /// its subscription has read anything. Compare it with an append's
+    /// [`AppendResult::checkpoint`] ([`has_applied`](Self::has_applied)), or wait for it with
+    /// [`ProjectionHandle::wait_for`].
+    pub through: Option<Checkpoint>,
+    /// It had applied everything the store could deliver at the runner's last read: it is
+    /// following the log, not catching up. For monitoring only: it says nothing about appends
+    /// made after that read, so it can be `true` while an event appended a moment ago is still
+    /// on its way. To wait until a read model includes an append, use
+    /// [`ProjectionHandle::wait_for`].
     pub caught_up: bool,
     /// It stopped on this failure (after its retries); the others go on.
     pub failure: Option<String>,
@@ -146,9 +156,23 @@ impl ProjectionStatus {
             checkpoint: None,
             applied: 0,
             last_event_at: None,
+            through: None,
             caught_up: false,
             failure: None,
         }
+    }
+
+    /// Whether it has applied `append` (or read past it, when its query does not match it):
+    /// [`through`](Self::through) covers [`AppendResult::checkpoint`]. Always `false` for an
+    /// append to a store of the other backend.
+    ///
+    /// ```
+    /// # fn run(handle: &dcbstore::ProjectionHandle, written: &dcbstore::AppendResult) {
+    /// let behind = handle.status().into_iter().filter(|s| !s.has_applied(written)).count();
+    /// # }
+    /// ```
+    pub fn has_applied(&self, append: &AppendResult) -> bool {
+        self.through.is_some_and(|t| t.covers(&append.checkpoint()))
     }
 
     /// How far behind the head it is in time: zero when caught up, otherwise the age of the

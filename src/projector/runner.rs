@@ -1,7 +1,7 @@
 //! [`ProjectionRunner`]: projectors started on their tasks, and the [`ProjectionHandle`] that
 //! reads their status and stops them.
 
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -10,8 +10,8 @@ use super::tasks::{Reader, Worker};
 use super::{DynProjector, ProjectionStatus, Projector};
 use crate::decision::RetryPolicy;
 use crate::error::{Error, InvalidInput, Result};
-use crate::feed::FeedEvent;
 use crate::query::Query;
+use crate::store::AppendResult;
 use crate::store::EventStore;
 use crate::subscription::SubscribeOptions;
 
@@ -199,11 +199,13 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
         for job in self.jobs {
             let mut outputs = Vec::new();
             let mut senders = Vec::new();
+            let mut job_statuses = Vec::new();
             for worker in job.workers {
                 let name = worker.name().to_string();
-                let status = Arc::new(Mutex::new(ProjectionStatus::new(name)));
-                statuses.push(status.clone());
-                let (sender, batches) = mpsc::channel::<Vec<FeedEvent>>(2);
+                let (status, watched) = watch::channel(ProjectionStatus::new(name));
+                statuses.push(watched);
+                job_statuses.push(status.clone());
+                let (sender, deliveries) = mpsc::channel(2);
                 let (from_sender, from) = tokio::sync::oneshot::channel();
                 senders.push((sender, from));
                 let worker = Worker {
@@ -211,7 +213,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
                     status,
                     retry: self.retry,
                 };
-                outputs.push(tokio::spawn(worker.run(batches, from_sender)));
+                outputs.push(tokio::spawn(worker.run(deliveries, from_sender)));
             }
             let reader = Reader {
                 store: self.store.clone(),
@@ -220,6 +222,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
                 batch_size: self.batch_size,
                 key_prefix: job.key_prefix,
                 stopped: stopped.clone(),
+                statuses: job_statuses,
             };
             tasks.push(tokio::spawn(reader.run(senders, outputs)));
         }
@@ -236,7 +239,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
 pub struct ProjectionHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<()>>>,
-    statuses: Vec<Arc<Mutex<ProjectionStatus>>>,
+    statuses: Vec<watch::Receiver<ProjectionStatus>>,
 }
 
 impl ProjectionHandle {
@@ -244,14 +247,100 @@ impl ProjectionHandle {
     ///
     /// ```
     /// # fn run(handle: &dcbstore::ProjectionHandle) {
-    /// let behind: Vec<_> = handle.status().into_iter().filter(|s| !s.caught_up).collect();
+    /// let failed: Vec<_> = handle.status().into_iter().filter(|s| s.failure.is_some()).collect();
     /// # }
     /// ```
     pub fn status(&self) -> Vec<ProjectionStatus> {
-        self.statuses
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
-            .collect()
+        self.statuses.iter().map(|s| s.borrow().clone()).collect()
+    }
+
+    /// Waits until every projector of the runner (every partition) has applied `append`, or
+    /// passed it because its query does not match it: read-your-writes for read models. After
+    /// it returns `Ok`, a read model built by these projectors includes the append (and every
+    /// event before it in feed order), so a request that has just appended can answer from it.
+    ///
+    /// It compares each projector's [`ProjectionStatus::through`] with
+    /// [`AppendResult::checkpoint`], which is exact on both backends: on PostgreSQL an append
+    /// is delivered once every transaction that began before it has ended (see
+    /// [`EventStore::feed`](crate::EventStore::feed)), so a long transaction elsewhere delays
+    /// the wait, and the wait's bound says how long that may be.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ProjectionBehind`], carrying the status of the projector that had not got
+    ///   there, when `timeout` passes first (retryable: waiting again can succeed);
+    /// - [`Error::Projection`] at once when a projector has stopped on a failure, or stopped
+    ///   before it got there;
+    /// - [`InvalidInput::ForeignCheckpoint`] for an append to a store of the other backend.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, ProjectionRunner};
+    /// # use dcbstore::{Checkpoint, FeedEvent, Projector, ProjectorError, Query};
+    /// # #[derive(Default)] struct Count { n: std::sync::Arc<std::sync::atomic::AtomicUsize>, at: Option<Checkpoint> }
+    /// # impl Projector for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     fn query(&self) -> Query { Query::all() }
+    /// #     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> { Ok(self.at) }
+    /// #     async fn apply(&mut self, b: &[FeedEvent]) -> Result<(), ProjectorError> {
+    /// #         self.n.fetch_add(b.len(), std::sync::atomic::Ordering::SeqCst);
+    /// #         self.at = b.last().map(|e| e.checkpoint); Ok(())
+    /// #     }
+    /// #     async fn reset(&mut self) -> Result<(), ProjectorError> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let count = Count::default();
+    /// let seen = count.n.clone();
+    /// let handle = ProjectionRunner::new(store.clone()).with(count).start()?;
+    /// let written = store.append([Event::new("Ticked", serde_json::json!({}))], None).await?;
+    /// handle.wait_for(&written, Duration::from_secs(5)).await?;
+    /// assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    /// handle.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_for(&self, append: &AppendResult, timeout: Duration) -> Result<()> {
+        let target = append.checkpoint();
+        let deadline = tokio::time::Instant::now() + timeout;
+        for status in &self.statuses {
+            let mut status = status.clone();
+            let settled = |s: &ProjectionStatus| {
+                s.failure.is_some()
+                    || s.through
+                        .is_some_and(|t| t.backend() != target.backend() || t >= target)
+            };
+            let timed_out = tokio::time::timeout_at(deadline, status.wait_for(settled))
+                .await
+                .is_err();
+            let now = status.borrow().clone();
+            if now.has_applied(append) {
+                continue;
+            }
+            if timed_out {
+                return Err(Error::ProjectionBehind {
+                    waited: timeout,
+                    target,
+                    status: Box::new(now),
+                });
+            }
+            if let Some(through) = now.through.filter(|t| t.backend() != target.backend()) {
+                return Err(InvalidInput::ForeignCheckpoint {
+                    expected: through.backend(),
+                    found: target.backend(),
+                }
+                .into());
+            }
+            let failure = now
+                .failure
+                .unwrap_or_else(|| format!("it stopped before it applied the append at {target}"));
+            return Err(Error::Projection {
+                projection: now.name,
+                source: failure.into(),
+            });
+        }
+        Ok(())
     }
 
     /// Stops every projector after the batch it is applying, and waits for them.

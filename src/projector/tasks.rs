@@ -1,11 +1,12 @@
 //! The tasks of a running projector: one [`Reader`] of its subscription, and a [`Worker`] per
 //! partition applying its batches.
 
-use std::sync::{Arc, Mutex};
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::{Either, select};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -26,12 +27,34 @@ pub(super) struct Reader<S> {
     pub(super) batch_size: usize,
     pub(super) key_prefix: String,
     pub(super) stopped: watch::Receiver<bool>,
+    /// Its workers' statuses, to record a failure of the subscription that stops them all.
+    pub(super) statuses: Vec<watch::Sender<ProjectionStatus>>,
+}
+
+/// What a reader hands a worker: the worker's events of the batch (possibly none), and how far
+/// the subscription had read.
+pub(super) struct Delivery {
+    events: Vec<FeedEvent>,
+    /// Every event before it in feed order has been handed out (this delivery included).
+    through: Option<Checkpoint>,
+    /// The subscription had delivered everything it could at its last read.
+    caught_up: bool,
 }
 
 pub(super) type WorkerInput = (
-    mpsc::Sender<Vec<FeedEvent>>,
+    mpsc::Sender<Delivery>,
     tokio::sync::oneshot::Receiver<Option<Checkpoint>>,
 );
+
+/// What woke a reader.
+enum Wake<T> {
+    Stop,
+    Chunk(Option<T>),
+    /// The subscription read past events it did not deliver (they do not match).
+    Moved,
+    /// Nothing for [`IDLE_CHECK`].
+    Idle,
+}
 
 impl<S: EventStore> Reader<S> {
     pub(super) async fn run(
@@ -40,6 +63,13 @@ impl<S: EventStore> Reader<S> {
         outputs: Vec<JoinHandle<Result<()>>>,
     ) -> Result<()> {
         let outcome = self.read(workers).await;
+        if let Err(e) = &outcome {
+            for status in &self.statuses {
+                status.send_modify(|s| {
+                    s.failure.get_or_insert_with(|| e.to_string());
+                });
+            }
+        }
         // The workers end once their batches are drained (their senders are dropped).
         first_failure(outcome, outputs, "worker").await
     }
@@ -62,26 +92,46 @@ impl<S: EventStore> Reader<S> {
         let live = self
             .store
             .subscribe(&self.query, from, self.options.clone());
+        let mut moved = live.delivered_changes();
         let mut batches = live.ready_chunks(self.batch_size);
         let partitions = senders.len() as u64;
+        // What the workers were told last: how far, and whether caught up.
+        let mut told = (from, false);
         loop {
-            let stop = pin_stop(&mut self.stopped);
-            let next = select(Box::pin(stop), batches.next());
-            // Nothing to deliver for a while: say whether that is because it is caught up.
-            let next = match tokio::time::timeout(IDLE_CHECK, next).await {
-                Err(_) => {
-                    if batches.get_ref().is_caught_up() {
-                        for (sender, _) in &senders {
-                            sender.send(Vec::new()).await.ok();
-                        }
+            let wake = {
+                let mut stop = pin!(stopped(&mut self.stopped));
+                let mut moved = pin!(async {
+                    // The subscription owns the sender: it is not dropped while it is read.
+                    if moved.changed().await.is_err() {
+                        std::future::pending::<()>().await;
                     }
-                    continue;
-                }
-                Ok(Either::Left(_)) => return Ok(()),
-                Ok(Either::Right((next, _))) => next,
+                });
+                let mut idle = pin!(tokio::time::sleep(IDLE_CHECK));
+                // In this order: a chunk handed out before the frontier that covers it is read.
+                poll_fn(|cx| {
+                    if stop.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(Wake::Stop)
+                    } else if let Poll::Ready(chunk) = batches.poll_next_unpin(cx) {
+                        Poll::Ready(Wake::Chunk(chunk))
+                    } else if moved.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(Wake::Moved)
+                    } else if idle.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(Wake::Idle)
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await
             };
-            let Some(chunk) = next else { return Ok(()) };
-            let caught_up = batches.get_ref().is_caught_up();
+            let chunk = match wake {
+                Wake::Stop | Wake::Chunk(None) => return Ok(()),
+                Wake::Chunk(Some(chunk)) => chunk,
+                Wake::Moved | Wake::Idle => Vec::new(),
+            };
+            // ready_chunks holds no event between polls, so every event the subscription has
+            // delivered up to its frontier is in this chunk or was handed out before.
+            let subscription = batches.get_ref();
+            let now = (subscription.delivered(), subscription.is_caught_up());
             let mut routed: Vec<Vec<FeedEvent>> = vec![Vec::new(); senders.len()];
             let mut failure = None;
             for item in chunk {
@@ -103,17 +153,26 @@ impl<S: EventStore> Reader<S> {
                     }
                 }
             }
-            for ((sender, _), batch) in senders.iter().zip(routed) {
-                if !batch.is_empty() && sender.send(batch).await.is_err() {
-                    return Ok(()); // the worker stopped on a failure it reports
+            // After a failure the frontier may lie past events the chunk did not hand out.
+            let changed = failure.is_none() && now != told;
+            for ((sender, _), events) in senders.iter().zip(routed) {
+                if events.is_empty() && !changed {
+                    continue;
                 }
-                if caught_up {
-                    sender.send(Vec::new()).await.ok();
+                let (through, caught_up) = if failure.is_none() { now } else { told };
+                let delivery = Delivery {
+                    events,
+                    through,
+                    caught_up,
+                };
+                if sender.send(delivery).await.is_err() {
+                    return Ok(()); // the worker stopped on a failure it reports
                 }
             }
             if let Some(e) = failure {
                 return Err(e);
             }
+            told = now;
         }
     }
 }
@@ -122,7 +181,7 @@ impl<S: EventStore> Reader<S> {
 const IDLE_CHECK: Duration = Duration::from_millis(100);
 
 /// Resolves once a stop is asked for.
-async fn pin_stop(stopped: &mut watch::Receiver<bool>) {
+async fn stopped(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
@@ -140,14 +199,14 @@ fn key_hash(event: &FeedEvent, prefix: &str) -> u64 {
 /// Applies one projector's (or partition's) batches.
 pub(super) struct Worker {
     pub(super) projector: Box<dyn DynProjector>,
-    pub(super) status: Arc<Mutex<ProjectionStatus>>,
+    pub(super) status: watch::Sender<ProjectionStatus>,
     pub(super) retry: RetryPolicy,
 }
 
 impl Worker {
     pub(super) async fn run(
         mut self,
-        mut batches: mpsc::Receiver<Vec<FeedEvent>>,
+        mut deliveries: mpsc::Receiver<Delivery>,
         from: tokio::sync::oneshot::Sender<Option<Checkpoint>>,
     ) -> Result<()> {
         // On failure the sender is dropped: the reader stops, and this worker reports why.
@@ -157,13 +216,14 @@ impl Worker {
             .await
             .map_err(|e| self.failed(e))?;
         let _ = from.send(checkpoint);
-        // An empty batch says: caught up.
-        while let Some(batch) = batches.recv().await {
-            if batch.is_empty() {
-                self.update(|s| s.caught_up = true);
-                continue;
+        while let Some(delivery) = deliveries.recv().await {
+            if !delivery.events.is_empty() {
+                self.apply(&delivery.events).await?;
             }
-            self.apply(&batch).await?;
+            self.status.send_modify(|s| {
+                s.through = s.through.max(delivery.through);
+                s.caught_up = delivery.caught_up;
+            });
         }
         Ok(())
     }
@@ -184,23 +244,19 @@ impl Worker {
             }
         }
         let last = batch.last().expect("batches are not empty");
-        self.update(|s| {
+        self.status.send_modify(|s| {
             s.applied += batch.len() as u64;
             s.checkpoint = Some(last.checkpoint);
             s.last_event_at = Some(last.event.occurred_at);
-            s.caught_up = false;
         });
         Ok(())
-    }
-
-    fn update(&self, change: impl FnOnce(&mut ProjectionStatus)) {
-        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Records `source` as the failure that stops this projector.
     fn failed(&self, source: ProjectorError) -> Error {
         tracing::error!(projection = self.projector.name(), error = %source, "a projection stopped");
-        self.update(|s| s.failure = Some(source.to_string()));
+        self.status
+            .send_modify(|s| s.failure = Some(source.to_string()));
         Error::Projection {
             projection: self.projector.name().to_string(),
             source,

@@ -12,14 +12,14 @@ use crate::store::AppendResult;
 use crate::validate;
 use uuid::Uuid;
 
-/// Classifies an append some of whose ids are stored already (`stored`: id → its position and
-/// stored event): all of them with the same content is an idempotent replay; all of them but one
+/// Classifies an append some of whose ids are stored already (`stored`: id → its feed
+/// checkpoint, which holds its position, and stored event): all of them with the same content is an idempotent replay; all of them but one
 /// stored with other content is an idempotency conflict; some of them a duplicate.
 pub(crate) fn replay_or_duplicate<'a>(
     events: &[Event],
-    stored: impl Fn(&Uuid) -> Option<(u64, &'a Event)>,
+    stored: impl Fn(&Uuid) -> Option<(Checkpoint, &'a Event)>,
 ) -> Result<AppendResult> {
-    let found: Vec<Option<(u64, &Event)>> = events.iter().map(|e| stored(&e.id)).collect();
+    let found: Vec<Option<(Checkpoint, &Event)>> = events.iter().map(|e| stored(&e.id)).collect();
     if found.iter().any(Option::is_none) {
         let event_id = events
             .iter()
@@ -29,17 +29,20 @@ pub(crate) fn replay_or_duplicate<'a>(
         return Err(Error::DuplicateEventId { event_id });
     }
     let mut positions = Vec::with_capacity(events.len());
-    for (event, (position, original)) in events.iter().zip(found.into_iter().flatten()) {
+    let mut last = None;
+    for (event, (checkpoint, original)) in events.iter().zip(found.into_iter().flatten()) {
         if !event.same_content(original) {
             return Err(Error::IdempotencyConflict {
                 event_id: event.id,
-                position,
+                position: checkpoint.position(),
             });
         }
-        positions.push(position);
+        positions.push(checkpoint.position());
+        last = last.max(Some(checkpoint));
     }
     Ok(AppendResult {
         positions,
+        checkpoint: last.expect("an append has events"),
         replay: true,
     })
 }

@@ -3,6 +3,7 @@
 use crate::condition::AppendCondition;
 use crate::error::{InvalidInput, Result};
 use crate::event::SequencedEvent;
+use crate::feed::Checkpoint;
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{ReadSnapshot, Snapshot};
@@ -283,17 +284,47 @@ impl IntoIterator for ReadResult {
 pub struct AppendResult {
     /// Never empty: an append writes at least one event.
     pub(super) positions: Vec<u64>,
+    /// The feed checkpoint of its last event in feed order.
+    pub(super) checkpoint: Checkpoint,
     pub(super) replay: bool,
 }
 
 impl AppendResult {
-    /// Wraps the positions of a successful append (at least one).
-    pub(crate) fn new(positions: Vec<u64>) -> Self {
+    /// Wraps the positions of a successful append (at least one) and the feed checkpoint of its
+    /// last event in feed order.
+    pub(crate) fn new(positions: Vec<u64>, checkpoint: Checkpoint) -> Self {
         debug_assert!(!positions.is_empty());
         Self {
             positions,
+            checkpoint,
             replay: false,
         }
+    }
+
+    /// Where the append stands in feed order: the [`Checkpoint`] of its last event there. A
+    /// consumer that has passed it has seen every event of the append. This is what
+    /// [`ProjectionHandle::wait_for`](crate::ProjectionHandle::wait_for) and
+    /// [`Subscription::has_delivered`](crate::Subscription::has_delivered) compare against, so
+    /// that a caller who has just appended can answer from a read model that includes its own
+    /// append (read-your-writes).
+    ///
+    /// It is exact on both backends. In memory, feed order is position order. On PostgreSQL it
+    /// is (writing transaction, position), and the checkpoint carries the append's own
+    /// transaction id (for a replay, the original events' largest), so it is not the position
+    /// alone: a lower position can come later in feed order.
+    ///
+    /// ```
+    /// use dcbstore::{Event, EventStore, MemoryEventStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let written = store.append([Event::new("A", serde_json::json!({}))], None).await?;
+    /// assert_eq!(written.checkpoint().to_string(), "mem:1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
     }
 
     /// `true` when every event of the batch was stored already (the same ids): an idempotent

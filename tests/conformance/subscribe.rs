@@ -117,3 +117,39 @@ async fn bad_input_is_the_first_and_last_item(
     let first = empty_item.next().await.expect("an item");
     assert!(first.is_err_and(|e| e.is_invalid_input()));
 }
+
+/// A subscriber can tell when it has delivered a given append: 200 times, append (every third
+/// one an event its query does not match), then pull `until_delivered`. A matching append has
+/// been yielded by then, exactly once and in order; a non-matching one is passed over while
+/// the stream is polled, although it yields nothing.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_can_tell_it_has_delivered_an_append(
+    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+) {
+    let store = AnyStore::new(backend).await;
+    let mine = Query::from(QueryItem::tagged(["t:mine"]));
+    let mut live = store.subscribe(&mine, None, SubscribeOptions::default());
+    assert_eq!(live.delivered(), None);
+    let mut delivered = Vec::new();
+    for n in 0..200u64 {
+        let tag = if n % 3 == 2 { "t:other" } else { "t:mine" };
+        let written = store
+            .append([event("Counted", &[tag], json!({"n": n}))], None)
+            .await
+            .unwrap();
+        let until = live.until_delivered(&written).collect::<Vec<_>>();
+        let Ok(items) = tokio::time::timeout(Duration::from_secs(20), until).await else {
+            panic!(
+                "append {n} not delivered in 20 s: at {:?}",
+                live.delivered()
+            );
+        };
+        delivered.extend(items.into_iter().map(|item| item.expect("no failure")));
+        assert!(live.has_delivered(&written));
+        let expected: Vec<u64> = (0..=n).filter(|n| n % 3 != 2).collect();
+        let got: Vec<u64> = ns(&delivered).iter().map(|n| n.as_u64().unwrap()).collect();
+        assert_eq!(got, expected, "after append {n}");
+        assert!(live.delivered() >= Some(written.checkpoint()));
+    }
+}

@@ -31,6 +31,23 @@ pub(crate) const COLUMNS: [&str; 7] = [
     "occurred_at",
 ];
 
+/// The columns an append's statement returns, per event, in this order: both insert forms
+/// ([`insert_events`] and the unguarded group's, `unguarded_group.sql`) return them and the
+/// append reads them by these names. For an inserted event `existed` is false and the stored
+/// content is `NULL`; for an event stored already (a replay, a conflict or a duplicate) it is
+/// the stored content. `tx` is the writing transaction's id as text (an `xid8`), which places
+/// the event in feed order.
+pub(crate) const APPENDED: [&str; 8] = [
+    "position",
+    "event_id",
+    "existed",
+    "event_type",
+    "tags",
+    "payload",
+    "metadata",
+    "tx",
+];
+
 /// The columns an append writes; the others have defaults.
 const WRITTEN: [&str; 5] = ["event_id", "event_type", "tags", "payload", "metadata"];
 
@@ -266,11 +283,11 @@ impl Guard<'_> {
 
 /// The append: one statement. Its `INSERT … SELECT` from the batch (a JSONB array turned into rows
 /// of the events table) writes only if no event of the batch is stored yet (CTE `existing`) and,
-/// guarded, if no event matches the condition after `after` (CTE `guard`). It returns
-/// `(position, event_id, existed, event_type, tags, payload, metadata)`: for the inserted events
-/// the first three, for the already stored ones all of them (all of them stored with the same
-/// content is an idempotent replay, with other content a conflict, some of them a duplicate id),
-/// none and nothing inserted a failed condition.
+/// guarded, if no event matches the condition after `after` (CTE `guard`). It returns the
+/// columns [`APPENDED`]: for the inserted events their position, id and transaction, for the
+/// already stored ones their content too (all of them stored with the same content is an
+/// idempotent replay, with other content a conflict, some of them a duplicate id), none and
+/// nothing inserted a failed condition.
 pub(crate) fn insert_events(
     schema: &SchemaName,
     events: &[Event],
@@ -304,6 +321,7 @@ pub(crate) fn insert_events(
     // idempotency conflict.
     existing
         .columns(COLUMNS[..6].iter().copied())
+        .column("tx_id")
         .from(schema.events())
         .and_where(Expr::col("event_id").eq(PgFunc::any(Expr::val(ids))));
     source.and_where(empty("existing"));
@@ -321,24 +339,31 @@ pub(crate) fn insert_events(
         .columns(WRITTEN)
         .select_from(source)
         .expect("the source selects exactly the written columns")
-        .returning(Sql::returning().columns(["position", "event_id"]));
+        .returning(Sql::returning().columns(["position", "event_id", "tx_id"]));
     with.cte(materialized("existing", existing))
         .cte(cte("inserted", insert, None));
+    let tx = || Expr::cust(r#""tx_id"::text"#);
     let mut select = Sql::select();
-    select
-        .columns(["position", "event_id"])
-        .expr_as(Expr::cust("FALSE"), "existed")
-        .exprs(
-            ["NULL::text", "NULL::text[]", "NULL::jsonb", "NULL::jsonb"]
-                .into_iter()
-                .map(Expr::cust),
-        )
-        .from("inserted");
+    select.columns(["position", "event_id"]);
+    for (expr, name) in [
+        "FALSE",
+        "NULL::text",
+        "NULL::text[]",
+        "NULL::jsonb",
+        "NULL::jsonb",
+    ]
+    .into_iter()
+    .zip(&APPENDED[2..7])
+    {
+        select.expr_as(Expr::cust(expr), *name);
+    }
+    select.expr_as(tx(), APPENDED[7]).from("inserted");
     let mut stored = Sql::select();
     stored
         .columns(["position", "event_id"])
         .expr_as(Expr::cust("TRUE"), "existed")
         .columns(["event_type", "tags", "payload", "metadata"])
+        .expr_as(tx(), APPENDED[7])
         .from("existing");
     select.union(UnionType::All, stored).with_cte(with);
     Statement::build(&select)
