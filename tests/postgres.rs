@@ -588,3 +588,104 @@ async fn the_builder_configures_pool_and_store() {
         .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
 }
+
+/// The plans of every statement an append prepares stay on the indexes when a new store grows
+/// without statistics. The statements are prepared (and their generic plans cached, as every
+/// append transaction runs them) while the table holds 400 events and was never analyzed; then
+/// 200,000 events are added with autovacuum off, so nothing replans them. A plan made for the
+/// small table would scan the whole table at every append from then on (the idempotency
+/// look-up `event_id = ANY(…)`, a guard past its tail, the group's join on the batch). The
+/// cached plans, asked for on the same connection, must read no table sequentially.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_plans_stay_on_the_indexes_when_a_new_store_grows_without_statistics() {
+    let store = common::store_with_pool(1).await;
+    let events = format!("\"{}\".events", store.schema());
+    let bulk = |from: i64, to: i64| {
+        format!(
+            "INSERT INTO {events} (event_id, event_type, tags, payload) \
+             SELECT gen_random_uuid(), 'Bulk' || (i % 10), ARRAY['bulk:' || i], \
+                    jsonb_build_object('n', i) \
+             FROM generate_series({from}, {to}) i"
+        )
+    };
+    let admin = common::pool(1).get().await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {events} SET (autovacuum_enabled = off); {}",
+            bulk(1, 400)
+        ))
+        .await
+        .unwrap();
+
+    // Every kind of append, so that every statement is prepared and planned on the small table:
+    // unguarded alone and grouped, guarded by hand (tail and past it) and by a read.
+    let course = |c: &str| Query::from(QueryItem::tagged([format!("course:{c}")]));
+    let by_payload =
+        Query::from(QueryItem::types(["Lent"]).payload_all_of([("book", json!("b1"))]));
+    for round in 0..3 {
+        let e = |t: &str, c: &str| event(t, &[&format!("course:{c}")], json!({"book": "b1"}));
+        store.append([e("A", "u")], None).await.unwrap();
+        let grouped = (0..4).map(|i| store.append([e("A", &format!("g{round}{i}"))], None));
+        for written in futures::future::join_all(grouped).await {
+            written.unwrap();
+        }
+        let guarded = AppendCondition::new(course(&format!("h{round}")), Some(1));
+        store
+            .append([e("B", &format!("h{round}"))], Some(guarded))
+            .await
+            .unwrap();
+        let by_hand = AppendCondition::new(by_payload.clone(), Some(1));
+        store.append([e("C", "p")], Some(by_hand)).await.unwrap();
+        let read = store
+            .read(&course("r"), ReadOptions::default())
+            .await
+            .unwrap();
+        let derived = read.append_condition().unwrap();
+        store.append([e("D", "r")], Some(derived)).await.unwrap();
+    }
+
+    admin.batch_execute(&bulk(401, 200_000)).await.unwrap();
+
+    let client = store.pool().get().await.unwrap();
+    let prepared = client
+        .query(
+            "SELECT name, coalesce(array_length(parameter_types, 1), 0) FROM pg_prepared_statements \
+             WHERE statement LIKE '%events%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        prepared.len() >= 4,
+        "the append's statements are prepared: {prepared:?}"
+    );
+    for row in prepared {
+        let (name, params): (String, i32) = (row.get(0), row.get(1));
+        let args = match params {
+            0 => String::new(),
+            n => format!("({})", vec!["NULL"; n as usize].join(", ")),
+        };
+        let explain = format!(
+            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+             EXPLAIN (COSTS OFF) EXECUTE {name}{args}"
+        );
+        let plan: Vec<String> = client
+            .simple_query(&explain)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                dcbstore::tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).map(str::to_string)
+                }
+                _ => None,
+            })
+            .collect();
+        client.batch_execute("ROLLBACK").await.unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan on events"),
+            "the cached plan of {name} scans the table:\n{plan}"
+        );
+    }
+}
