@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -13,6 +12,7 @@ use crate::error::Error;
 use crate::event::{Event, SequencedEvent};
 use crate::options::ReadOptions;
 use crate::query::Query;
+use crate::retry::RetryPolicy;
 use crate::store::{AppendResult, EventStore};
 use crate::telemetry;
 
@@ -228,62 +228,6 @@ tuple_model!(A 0, B 1, C 2, D 3);
 tuple_model!(A 0, B 1, C 2, D 3, E 4);
 tuple_model!(A 0, B 1, C 2, D 3, E 4, F 5);
 
-/// How [`decide_with`] retries when its append condition fails: up to `max_attempts` attempts,
-/// waiting a random time (full jitter) up to `initial_backoff × 2^retry`, at most `max_backoff`.
-///
-/// ```
-/// use std::time::Duration;
-/// let patient = dcbstore::RetryPolicy {
-///     max_attempts: 50,
-///     ..dcbstore::RetryPolicy::default()
-/// };
-/// assert_eq!(patient.max_backoff, Duration::from_millis(250));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (at least 1).
-    pub max_attempts: u32,
-    /// Upper bound of the first wait.
-    pub initial_backoff: Duration,
-    /// Upper bound of any wait.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 10 attempts, waits up to 1 ms, 2 ms, 4 ms, … at most 250 ms: measured to keep many
-    /// writers on one boundary from starving each other (see BENCHMARKS.md, `append-hot`).
-    fn default() -> Self {
-        Self {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(250),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The random wait before retry number `retry` (1 for the first retry).
-    ///
-    /// ```
-    /// let wait = dcbstore::RetryPolicy::default().backoff(3);
-    /// assert!(wait <= std::time::Duration::from_millis(8));
-    /// ```
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u32 << retry.saturating_sub(1).min(20);
-        let cap = self
-            .initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff);
-        let cap_ns = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        if cap_ns == 0 {
-            return Duration::ZERO;
-        }
-        // UUIDv4 bits come from the OS's random source.
-        let random = uuid::Uuid::new_v4().as_u128() as u64;
-        Duration::from_nanos(random % cap_ns)
-    }
-}
-
 /// Why [`decide`] did not append.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError<E> {
@@ -438,8 +382,9 @@ where
     F: FnMut(M::State) -> Result<Vec<Event>, E>,
 {
     let query = model.query();
-    let attempts = policy.max_attempts.max(1);
-    for attempt in 1..=attempts {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         *attempts_made = attempt;
         let read = store.read(&query, ReadOptions::default()).await?;
         let state = model.fold(read.events());
@@ -452,12 +397,12 @@ where
             Ok(appended) => return Ok(Some(appended)),
             Err(e) if e.is_append_condition_failed() => {
                 telemetry::decision_conflicted();
-                if attempt < attempts {
-                    tokio::time::sleep(policy.backoff(attempt)).await;
-                }
+                let Some(wait) = policy.next_wait(attempt) else {
+                    return Err(DecideError::TooManyConflicts { attempts: attempt });
+                };
+                tokio::time::sleep(wait).await;
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(DecideError::TooManyConflicts { attempts })
 }

@@ -16,6 +16,7 @@ mod options;
 mod pg;
 mod projector;
 mod query;
+mod retry;
 mod snapshot;
 mod store;
 mod streams;
@@ -25,7 +26,7 @@ mod typed;
 mod validate;
 
 pub use condition::AppendCondition;
-pub use decision::{DecideError, DecisionModel, Projection, RetryPolicy, decide, decide_with};
+pub use decision::{DecideError, DecisionModel, Projection, decide, decide_with};
 pub use dyn_store::DynEventStore;
 pub use error::{Error, InvalidInput, Result};
 pub use event::{Event, SequencedEvent};
@@ -44,6 +45,7 @@ pub use projector::{
     ProjectionHandle, ProjectionRunner, ProjectionStatus, Projector, ProjectorError, rebuild,
 };
 pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
+pub use retry::RetryPolicy;
 pub use snapshot::ReadSnapshot;
 pub use store::{AppendResult, EventStore, EventStream, ReadResult};
 pub use streams::{ClassicStream, ExpectedVersion, StreamVersion};

@@ -19,10 +19,10 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use crate::decision::RetryPolicy;
 use crate::error::Result;
 use crate::feed::{Checkpoint, FeedEvent, FeedPage};
 use crate::query::Query;
+use crate::retry::RetryPolicy;
 use crate::store::{AppendResult, EventStore};
 
 /// How a [`Subscription`] reads and waits.
@@ -411,20 +411,26 @@ impl Follower {
                     }
                     self.buffer.extend(page.events);
                 }
-                Err(error)
-                    if error.is_retryable() && failures + 1 < self.options.retry.max_attempts =>
-                {
-                    failures += 1;
-                    let wait = self.options.retry.backoff(failures);
-                    tracing::warn!(%error, failures, ?wait, "subscription failed to read; retrying");
-                    tokio::time::sleep(wait).await;
-                    // Read at once after the pause: the failure may have hidden a wake-up.
-                    self.caught_up = false;
-                }
                 Err(error) => {
-                    tracing::warn!(%error, failures, "subscription ended by a failure");
-                    self.done = true;
-                    return Some(Err(error));
+                    let retry = error.is_retryable();
+                    match retry
+                        .then(|| self.options.retry.next_wait(failures + 1))
+                        .flatten()
+                    {
+                        Some(wait) => {
+                            failures += 1;
+                            tracing::warn!(%error, failures, ?wait,
+                                "subscription failed to read; retrying");
+                            tokio::time::sleep(wait).await;
+                            // Read at once after the pause: the failure may have hidden a wake-up.
+                            self.caught_up = false;
+                        }
+                        None => {
+                            tracing::warn!(%error, failures, "subscription ended by a failure");
+                            self.done = true;
+                            return Some(Err(error));
+                        }
+                    }
                 }
             }
         }

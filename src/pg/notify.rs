@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Socket};
 
-use crate::decision::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::subscription::DEFAULT_POLL_INTERVAL;
 
 /// Opens a connection for `LISTEN`: the client, and the notifications its connection receives
@@ -275,7 +275,7 @@ async fn listen(connect: Connect, channel: String, wake: Arc<watch::Sender<u64>>
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    let wait = retry.backoff(failures);
+                    let wait = retry.next_wait(failures).unwrap_or(retry.max_backoff);
                     tracing::warn!(%error, channel, failures, ?wait,
                         "could not listen for appends; subscriptions poll meanwhile");
                     tokio::time::sleep(wait).await;

@@ -8,9 +8,9 @@ use tokio::task::JoinHandle;
 
 use super::tasks::{Reader, Worker};
 use super::{DynProjector, ProjectionStatus, Projector};
-use crate::decision::RetryPolicy;
 use crate::error::{Error, InvalidInput, Result};
 use crate::query::Query;
+use crate::retry::RetryPolicy;
 use crate::store::AppendResult;
 use crate::store::EventStore;
 use crate::subscription::SubscribeOptions;

@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 
 use super::runner::first_failure;
 use super::{DynProjector, ProjectionStatus, ProjectorError};
-use crate::decision::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::feed::{Checkpoint, FeedEvent};
 use crate::query::Query;
+use crate::retry::RetryPolicy;
 use crate::store::EventStore;
 use crate::subscription::SubscribeOptions;
 
@@ -233,14 +233,15 @@ impl Worker {
         loop {
             match self.projector.apply(batch).await {
                 Ok(()) => break,
-                Err(e) if attempt < self.retry.max_attempts => {
-                    let wait = self.retry.backoff(attempt);
+                Err(e) => {
+                    let Some(wait) = self.retry.next_wait(attempt) else {
+                        return Err(self.failed(e));
+                    };
                     tracing::warn!(projection = self.projector.name(), error = %e, attempt, ?wait,
                         "a projection failed to apply a batch; retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(self.failed(e)),
             }
         }
         let last = batch.last().expect("batches are not empty");
