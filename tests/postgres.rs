@@ -589,15 +589,15 @@ async fn the_builder_configures_pool_and_store() {
     assert!(err.is_invalid_input(), "{err}");
 }
 
-/// The plans of every statement an append prepares stay on the indexes when a new store grows
-/// without statistics. The statements are prepared (and their generic plans cached, as every
+/// The plans of every statement an append or a read prepares stay on the indexes when a new
+/// store grows without statistics. The statements are prepared (and their generic plans cached, as every
 /// append transaction runs them) while the table holds 400 events and was never analyzed; then
 /// 200,000 events are added with autovacuum off, so nothing replans them. A plan made for the
 /// small table would scan the whole table at every append from then on (the idempotency
 /// look-up `event_id = ANY(…)`, a guard past its tail, the group's join on the batch). The
 /// cached plans, asked for on the same connection, must read no table sequentially.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_plans_stay_on_the_indexes_when_a_new_store_grows_without_statistics() {
+async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statistics() {
     let store = common::store_with_pool(1).await;
     let events = format!("\"{}\".events", store.schema());
     let bulk = |from: i64, to: i64| {
@@ -618,7 +618,8 @@ async fn append_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
         .unwrap();
 
     // Every kind of append, so that every statement is prepared and planned on the small table:
-    // unguarded alone and grouped, guarded by hand (tail and past it) and by a read.
+    // unguarded alone and grouped, guarded by hand (tail and past it) and by a read; and the
+    // prepared reads (a whole query: by tags, types, payload, or everything).
     let course = |c: &str| Query::from(QueryItem::tagged([format!("course:{c}")]));
     let by_payload =
         Query::from(QueryItem::types(["Lent"]).payload_all_of([("book", json!("b1"))]));
@@ -642,6 +643,10 @@ async fn append_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
             .unwrap();
         let derived = read.append_condition().unwrap();
         store.append([e("D", "r")], Some(derived)).await.unwrap();
+        let types = Query::from(QueryItem::types(["D"]));
+        for query in [types, by_payload.clone(), Query::all()] {
+            store.read(&query, ReadOptions::default()).await.unwrap();
+        }
     }
 
     admin.batch_execute(&bulk(401, 200_000)).await.unwrap();

@@ -5,7 +5,7 @@ use std::future::Future;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::connection::Lent;
-use super::read::{decode, read_feed, read_seen};
+use super::read::{decode, read_feed, read_seen, read_seen_prepared};
 use super::{PgEventStore, sql};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
@@ -28,10 +28,18 @@ impl EventStore for PgEventStore {
         let statement = self.compile_read_seen(query, &options);
         let (pool, query) = (self.pool.clone(), query.clone());
         let items = query.items().len();
+        // A read of the whole query (a decision's) has one plan whatever its values: prepared.
+        let prepared = (self.config.prepare && options.from.is_none() && options.limit.is_none())
+            .then(|| self.config.read_begin.clone());
         telemetry::instrument_read(telemetry::POSTGRES, items, async move {
             let statement = statement?;
             let client = Lent::take(&pool).await?;
-            let read = read_seen(&***client, &statement, query, options).await?;
+            let read = match prepared {
+                Some(begin) => {
+                    read_seen_prepared(&client, &statement, &begin, query, options).await?
+                }
+                None => read_seen(&***client, &statement, query, options).await?,
+            };
             client.release();
             Ok(read)
         })

@@ -122,6 +122,13 @@ struct Config {
     /// The same for a group-commit transaction: its lock wait is cut to [`GROUP_LOCK_WAIT`], so
     /// that appends grouped with one whose boundary is held elsewhere are not held up with it.
     group_begin: Arc<str>,
+    /// What starts the read-only transaction of a prepared read (`read` with no `from` and no
+    /// `limit`): like [`Config::begin`], it runs the statement's cached generic plan, made with
+    /// sequential scans off. Every query has an index for each item (tags, payload, types; the
+    /// primary key for `Query::all`), so that plan is good whatever the values and however the
+    /// table grows; a read with `from` or `limit` is planned for its values instead (a range or
+    /// a limit changes which index is best). Its statement timeout is the store's.
+    read_begin: Arc<str>,
 }
 
 /// The longest a group-commit transaction waits for its locks (at most the store's lock
@@ -145,6 +152,7 @@ impl Config {
             prepare: true,
             begin: Arc::from(""),
             group_begin: Arc::from(""),
+            read_begin: Arc::from(""),
         }
         .timed(lock_timeout, statement_timeout)
     }
@@ -161,11 +169,17 @@ impl Config {
             )
             .into()
         };
+        let read_begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SET LOCAL statement_timeout = {}; \
+             SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
+            statement_timeout.as_millis().max(1)
+        );
         Self {
             lock_timeout,
             statement_timeout,
             begin: begin(lock_timeout),
             group_begin: begin(lock_timeout.min(GROUP_LOCK_WAIT)),
+            read_begin: read_begin.into(),
             ..self.clone()
         }
     }
@@ -437,7 +451,8 @@ impl PgEventStore {
     /// statement is parsed once per connection) or not (`false`: every statement travels with its
     /// parameters' types, one round trip, nothing kept on the connection). Turn it off behind a
     /// pooler in transaction mode (e.g. PgBouncer), where a connection's prepared statements do
-    /// not follow the client. Reads never prepare.
+    /// not follow the client. It applies to `read`s of a whole query (no `from`, no `limit`: a
+    /// decision's read) too; other reads, streams and the feed never prepare.
     ///
     /// ```no_run
     /// # fn run(store: dcbstore::PgEventStore) {

@@ -1,8 +1,9 @@
 //! Reading on PostgreSQL: a decision's read with its snapshot, and rows decoded into events.
 
 use futures::TryStreamExt;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{GenericClient, Row, RowStream};
 
+use super::MAX_CACHED_STATEMENTS;
 use super::sql::Statement;
 use crate::error::{Error, Result, describe};
 use crate::event::{Event, SequencedEvent};
@@ -39,12 +40,53 @@ pub(super) async fn read_seen<C: GenericClient>(
     query: Query,
     options: ReadOptions,
 ) -> Result<ReadResult> {
-    let failed = Error::db("reading events");
     let rows = client
         .query_typed_raw(&statement.sql, statement.params())
         .await
-        .map_err(&failed)?;
-    // Decoded as the rows arrive (a big read overlaps decoding with the transfer).
+        .map_err(Error::db("reading events"))?;
+    collect_seen(rows, query, options).await
+}
+
+/// [`read_seen`] on a pooled connection, as a prepared statement (prepared once per connection)
+/// whose cached generic plan the read-only transaction `begin` opens runs: no planning per read
+/// (planning cost more than the read itself). `begin`, the read and `COMMIT` are pipelined in
+/// one round trip. Only for statements whose one plan is good whatever their values: a read
+/// with no `from` and no `limit`, planned with sequential scans off (see `Config::read_begin`).
+pub(super) async fn read_seen_prepared(
+    client: &deadpool_postgres::Client,
+    statement: &Statement,
+    begin: &str,
+    query: Query,
+    options: ReadOptions,
+) -> Result<ReadResult> {
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+    let prepared = client
+        .prepare_typed_cached(&statement.sql, statement.types())
+        .await
+        .map_err(Error::db("preparing the read"))?;
+    let (begun, read, committed) = futures::join!(
+        client.batch_execute(begin),
+        async {
+            let rows = client
+                .query_raw(&prepared, statement.values())
+                .await
+                .map_err(Error::db("reading events"))?;
+            collect_seen(rows, query, options).await
+        },
+        client.batch_execute("COMMIT"),
+    );
+    begun.map_err(Error::db("starting the read's transaction"))?;
+    let read = read?;
+    committed.map_err(Error::db("ending the read's transaction"))?;
+    Ok(read)
+}
+
+/// The rows of a decision's read, decoded as they arrive (a big read overlaps decoding with the
+/// transfer): the events, sorted, with the snapshot of the first row.
+async fn collect_seen(rows: RowStream, query: Query, options: ReadOptions) -> Result<ReadResult> {
+    let failed = Error::db("reading events");
     futures::pin_mut!(rows);
     let (mut snapshot, mut events) = (None, Vec::new());
     while let Some(row) = rows.try_next().await.map_err(&failed)? {
