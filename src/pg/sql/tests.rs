@@ -1,7 +1,11 @@
 //! The generated SQL, asserted: reads, the feed, appends and their guards.
 
 use super::*;
-use crate::query::QueryItem;
+use crate::event::Event;
+use crate::options::ReadOptions;
+use crate::pg::locks::LockPlan;
+use crate::query::{Query, QueryItem};
+use crate::snapshot::PgSnapshot;
 use serde_json::json;
 
 fn schema() -> SchemaName {

@@ -1,0 +1,143 @@
+//! The reads: a query's events in position order (with the snapshot a decision's read ran in),
+//! and a page of the feed.
+
+use sea_query::{
+    Expr, ExprTrait, JoinType, Order, Query as Sql, SelectStatement, Value as SqlValue,
+};
+
+use super::filter::filter;
+use super::{COLUMNS, SchemaName, Statement};
+use crate::error::InvalidInput;
+use crate::options::ReadOptions;
+use crate::query::Query;
+use crate::validate;
+
+/// The read: events matching `query`, ordered by position, honouring `options`.
+pub(crate) fn select_events(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<Statement, InvalidInput> {
+    Ok(Statement::build(&ordered(schema, query, options)?))
+}
+
+/// The read of a decision: [`select_events`] with the snapshot it runs in (the read statement's
+/// own, `pg_current_snapshot()`), as the first column of every row. With no matching event it
+/// returns one row whose other columns are `NULL`, so that the snapshot still comes back.
+pub(crate) fn select_events_seen(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<Statement, InvalidInput> {
+    let mut snapshot = Sql::select();
+    snapshot.expr_as(Expr::cust("pg_current_snapshot()::text"), "snapshot");
+    let mut select = Sql::select();
+    select
+        .column(("read", "snapshot"))
+        .columns(COLUMNS.map(|c| ("e", c)))
+        .from_subquery(snapshot, "read")
+        .join_lateral(
+            JoinType::LeftJoin,
+            ordered(schema, query, options)?,
+            "e",
+            Expr::cust("TRUE"),
+        );
+    Ok(Statement::build(&select))
+}
+
+/// A page of the feed: the events matching `query` after (`tx`, `position`) in (writing
+/// transaction, position) order, written by transactions below the statement's visibility
+/// frontier (`pg_snapshot_xmin`: every transaction below it has ended, so nothing can still
+/// appear before what is returned), at most `limit`. Every row starts with the frontier (as
+/// text), whether committed events of the query wait at or above it, and the event's
+/// transaction id (as text); with no event, one row with the first two and `NULL`s.
+pub(crate) fn select_feed(
+    schema: &SchemaName,
+    query: &Query,
+    after: (u64, u64),
+    limit: u64,
+) -> Result<Statement, InvalidInput> {
+    let (tx, position) = after;
+    let position = validate::position(position).unwrap_or(i64::MAX);
+    let mut page = Sql::select();
+    page.expr_as(Expr::cust(r#""tx_id"::text"#), "tx")
+        .columns(COLUMNS)
+        .from(schema.events());
+    if let Some(filter) = filter(query) {
+        page.cond_where(filter);
+    }
+    page.and_where(Expr::cust_with_values(
+        r#"("tx_id", "position") > (CAST($1 AS xid8), $2)"#,
+        [SqlValue::from(tx.to_string()), SqlValue::from(position)],
+    ))
+    .and_where(Expr::cust(
+        r#""tx_id" < pg_snapshot_xmin(pg_current_snapshot())"#,
+    ))
+    .order_by("tx_id", Order::Asc)
+    .order_by("position", Order::Asc)
+    .limit(limit);
+    // Committed events of the query at or above the frontier: the feed holds them back. A
+    // scalar subquery ordered by tx_id with LIMIT 1, not EXISTS: PostgreSQL drops the ORDER BY
+    // of an EXISTS and, not knowing the frontier, may scan the whole table instead of the
+    // index range at its end.
+    let mut held = Sql::select();
+    held.column("tx_id")
+        .from(schema.events())
+        .and_where(Expr::cust(
+            r#""tx_id" >= pg_snapshot_xmin(pg_current_snapshot())"#,
+        ));
+    if let Some(filter) = filter(query) {
+        held.cond_where(filter);
+    }
+    held.order_by("tx_id", Order::Asc).limit(1);
+    let mut frontier = Sql::select();
+    frontier
+        .expr_as(
+            Expr::cust("pg_snapshot_xmin(pg_current_snapshot())::text"),
+            "frontier",
+        )
+        .expr_as(
+            Expr::SubQuery(None, Box::new(held.into())).is_not_null(),
+            "held",
+        );
+    let mut select = Sql::select();
+    select
+        .column(("f", "frontier"))
+        .column(("f", "held"))
+        .column(("e", "tx"))
+        .columns(COLUMNS.map(|c| ("e", c)))
+        .from_subquery(frontier, "f")
+        .join_lateral(JoinType::LeftJoin, page, "e", Expr::cust("TRUE"));
+    Ok(Statement::build(&select))
+}
+
+fn ordered(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<SelectStatement, InvalidInput> {
+    let mut select = Sql::select();
+    select.columns(COLUMNS).from(schema.events());
+    if let Some(filter) = filter(query) {
+        select.cond_where(filter);
+    }
+    let order = if options.backwards {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    if let Some(from) = options.from {
+        let from = validate::position(from)?;
+        let position = Expr::col("position");
+        select.and_where(if options.backwards {
+            position.lte(from)
+        } else {
+            position.gte(from)
+        });
+    }
+    select.order_by("position", order);
+    if let Some(limit) = options.limit {
+        select.limit(limit);
+    }
+    Ok(select)
+}
