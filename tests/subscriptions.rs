@@ -365,3 +365,78 @@ async fn a_new_subscription_after_the_last_one_is_still_woken() {
         drop(live);
     }
 }
+
+/// A plain `LISTEN` connection on `channel`: each notification it receives is sent on the
+/// returned channel.
+async fn raw_listener(
+    channel: &str,
+) -> (
+    dcbstore::tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use dcbstore::tokio_postgres::{AsyncMessage, NoTls};
+    let (client, mut connection) = dcbstore::tokio_postgres::connect(common::database_url(), NoTls)
+        .await
+        .unwrap();
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(|cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(_) = message {
+                let _ = sender.send(());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .await
+        .unwrap();
+    (client, received)
+}
+
+/// Appends notify only while a subscriber listens somewhere: with nobody listening (a plain
+/// `LISTEN` of the channel holds no listener's lock) 20 appends send no notification; once a
+/// subscription of another store listens, the next append notifies again (after the
+/// notifier's recheck interval), and that notification wakes the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_notify_only_while_a_subscriber_listens() {
+    // A short schema, so that the channel is `dcbstore_<schema>` (longer names are hashed).
+    let test = common::test_schema();
+    let schema = format!("t_listen_{}", &test[test.len() - 16..]);
+    let writer = common::emptied(common::store_with_pool_in(4, &schema).await).await;
+    let (_raw, mut notified) = raw_listener(&format!("dcbstore_{schema}")).await;
+
+    for n in 0..20 {
+        let e = event("Appended", &["a"], json!({"n": n}));
+        writer.append([e], None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        notified.try_recv().is_err(),
+        "no notification while no subscriber listens"
+    );
+
+    let reader =
+        common::built_store_in(&schema, &format!("listen_{}", &test[test.len() - 16..])).await;
+    let slow = SubscribeOptions::default().poll_interval(Duration::from_secs(60));
+    let mut live = reader.subscribe(&Query::all(), None, slow);
+    assert_eq!(take(&mut live, 20, Duration::from_secs(20)).await.len(), 20);
+    // Past the notifier's recheck interval (250 ms): it finds the listener.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    writer
+        .append([event("Appended", &["a"], json!({"n": 20}))], None)
+        .await
+        .unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(10), notified.recv()).await;
+    assert!(
+        matches!(woke, Ok(Some(()))),
+        "a notification once a subscriber listens"
+    );
+    let got = take(&mut live, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the subscriber is woken by it, not by its 60 s poll"
+    );
+}

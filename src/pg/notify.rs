@@ -11,6 +11,13 @@
 //! subscriptions' poll interval bounds that wait. [`PgEventStore::append_in`] notifies inside
 //! the caller's transaction instead (it has no "after").
 //!
+//! A notification is sent only when a subscriber somewhere can be woken by it: every listening
+//! connection holds a shared session-level advisory lock on its channel's key (in the
+//! two-integer key space, which appends never use), and the notifier looks for such a lock in
+//! `pg_locks`, at most every [`LISTENERS_RECHECK`]. With no subscriber in any other process
+//! (many small writers, say) appends send none at all. A subscriber that starts listening is
+//! notified within that interval; until then, its poll interval bounds its wait.
+//!
 //! [`PgEventStore::append_in`]: super::PgEventStore::append_in
 
 use std::pin::pin;
@@ -85,6 +92,27 @@ pub(super) fn channel(schema: &str) -> String {
     });
     format!("dcbstore_{hash:016x}")
 }
+
+/// The class of the advisory lock a listening connection holds on its channel ("dcbs"): with
+/// [`listening_key`], a key of the two-integer space, apart from the appends' 64-bit keys.
+const LISTENING_CLASS: i32 = 0x6463_6273;
+
+/// The second half of the advisory lock key of `channel`'s listeners: FNV-1a, stable across
+/// processes, kept non-negative so that it reads back the same from `pg_locks`.
+fn listening_key(channel: &str) -> i32 {
+    let hash = channel.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (hash & 0x7fff_ffff) as i32
+}
+
+/// How long the notifier trusts what it last found out about listeners.
+const LISTENERS_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether a connection of this database listens on the channel whose key is (`$1`, `$2`).
+const LISTENED: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
+     WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1 AND objid::int8 = $2 \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
 /// The wake-ups of one store (shared by its clones).
 pub(super) struct Changes {
@@ -207,23 +235,43 @@ impl Changes {
 /// subscribers in other processes.
 const NOTIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Sends one notification per burst of appends, for as long as the store lives.
+/// Sends one notification per burst of appends, for as long as the store lives, when a
+/// subscriber listens (see the module's documentation).
 async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
+    let key = (
+        i64::from(LISTENING_CLASS),
+        i64::from(listening_key(&channel)),
+    );
+    // Whether someone listened, and when that was found out.
+    let mut listened: Option<(bool, std::time::Instant)> = None;
     loop {
         pending.notified().await;
-        let sent = async {
-            let client = pool.get().await.map_err(|e| e.to_string())?;
-            client
-                // A notification needs no durability: its commit does not wait for a WAL flush.
-                .execute(
-                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
-                    &[&channel],
-                )
-                .await
-                .map_err(|e| e.to_string())
+        let client = match pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                // Subscriptions elsewhere see the events at their next poll.
+                tracing::debug!(%error, channel, "could not send a notification");
+                continue;
+            }
         };
-        if let Err(error) = sent.await {
-            // Subscriptions elsewhere see the events at their next poll.
+        if listened.is_none_or(|(_, at)| at.elapsed() >= LISTENERS_RECHECK) {
+            // When it cannot be found out, notify: a wake-up too many costs little.
+            let found = client.query_one(LISTENED, &[&key.0, &key.1]).await;
+            let found = found.map(|row| row.get::<_, bool>(0)).unwrap_or(true);
+            listened = Some((found, std::time::Instant::now()));
+        }
+        if listened.is_some_and(|(found, _)| !found) {
+            continue;
+        }
+        let sent = client
+            // A notification needs no durability: its commit does not wait for a WAL flush.
+            .execute(
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+                &[&channel],
+            )
+            .await;
+        drop(client);
+        if let Err(error) = sent {
             tracing::debug!(%error, channel, "could not send a notification");
         }
         // Appends that end meanwhile share the next notification: at most one per pause.
@@ -250,8 +298,13 @@ async fn listen(connect: Connect, channel: String, wake: Arc<watch::Sender<u64>>
                         .map_err(|_| "timed out opening the connection".to_string())?
                         .map_err(|e| e.to_string())?;
                 let quoted = channel.replace('"', "\"\"");
+                // The lock tells notifiers that someone listens; it lives as long as the
+                // connection.
                 client
-                    .batch_execute(&format!("LISTEN \"{quoted}\""))
+                    .batch_execute(&format!(
+                        "LISTEN \"{quoted}\"; SELECT pg_advisory_lock_shared({LISTENING_CLASS}, {})",
+                        listening_key(&channel)
+                    ))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((client, notifications))
