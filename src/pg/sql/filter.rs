@@ -27,9 +27,7 @@ pub(super) fn filter_after(query: &Query, after: i64) -> Option<Condition> {
         if cond.is_empty() {
             return None;
         }
-        let types_only =
-            item.tag_list().is_empty() && item.all_of().is_empty() && item.any_of().is_none();
-        items.push(cond.add(if types_only {
+        items.push(cond.add(if !keyed(item) {
             Expr::col("position").gt(after)
         } else {
             Expr::cust_with_values(r#""position" + 0 > $1"#, [after])
@@ -80,13 +78,23 @@ fn any_balanced<C: Into<Condition>>(parts: impl IntoIterator<Item = C>) -> Condi
     level.into_iter().fold(Condition::any(), Condition::add)
 }
 
+/// The condition of one item: the AND of its types, tags and payload predicates.
+///
+/// An item with tags or payload predicates is found through their GIN indexes, and its types
+/// filter what those return: the type is then written `"event_type" || ''`, which no index
+/// serves. Otherwise a generic plan made while the table was small could take the
+/// `(event_type, position)` index instead and walk every event of the type at each call once
+/// the table has grown (measured: the guard of a registration, 26 ms at 200k events). An item
+/// of types only keeps that index.
 fn item_filter(item: &QueryItem) -> Condition {
     let mut cond = Condition::all();
+    let event_type = || match keyed(item) {
+        true => Expr::cust(r#""event_type" || ''"#),
+        false => Expr::col("event_type"),
+    };
     match item.type_list() {
-        Some([one]) => cond = cond.add(Expr::col("event_type").eq(one.as_str())),
-        Some(many) => {
-            cond = cond.add(Expr::col("event_type").eq(PgFunc::any(Expr::val(many.to_vec()))))
-        }
+        Some([one]) => cond = cond.add(event_type().eq(one.as_str())),
+        Some(many) => cond = cond.add(event_type().eq(PgFunc::any(Expr::val(many.to_vec())))),
         None => {}
     }
     if !item.tag_list().is_empty() {
@@ -102,4 +110,9 @@ fn item_filter(item: &QueryItem) -> Condition {
             })));
     }
     cond
+}
+
+/// Whether `item` has tags or payload predicates, whose GIN indexes find its events.
+fn keyed(item: &QueryItem) -> bool {
+    !item.tag_list().is_empty() || !item.all_of().is_empty() || item.any_of().is_some()
 }

@@ -51,7 +51,7 @@ fn read_compiles_types_tags_and_payload_predicates() {
     assert_eq!(
         s.sql,
         format!(
-            r#"{SELECT} WHERE ("event_type" = ANY($1) AND ("payload" @> $2 OR "payload" @> $3)) OR ("event_type" = $4 AND "tags" @> $5) ORDER BY "position" ASC"#
+            r#"{SELECT} WHERE (("event_type" || '') = ANY($1) AND ("payload" @> $2 OR "payload" @> $3)) OR (("event_type" || '') = $4 AND "tags" @> $5) ORDER BY "position" ASC"#
         )
     );
     let types: Vec<Type> = s.params().into_iter().map(|(_, t)| t).collect();
@@ -186,7 +186,7 @@ fn guarded_append_is_one_cte_guarded_statement() {
         append_sql(
             &format!(
                 "{TAIL}{}",
-                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "tail" WHERE "event_type" = $3 AND "tags" @> $4 UNION ALL (SELECT 1 FROM "dcb"."events" WHERE (SELECT count(*) FROM "tail") >= $5 AND ("event_type" = $6 AND "tags" @> $7 AND ("position" + 0 > $8)))) , "#
+                r#""guard" AS  MATERIALIZED (SELECT 1 FROM "tail" WHERE ("event_type" || '') = $3 AND "tags" @> $4 UNION ALL (SELECT 1 FROM "dcb"."events" WHERE (SELECT count(*) FROM "tail") >= $5 AND (("event_type" || '') = $6 AND "tags" @> $7 AND ("position" + 0 > $8)))) , "#
             ),
             9
         )
