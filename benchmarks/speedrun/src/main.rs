@@ -16,7 +16,9 @@
 //! - `floor`: the same decisions with no guard, by hand through the same pool: the read of the
 //!   boundary as a prepared statement, then a single-row `INSERT` with its commit (what a
 //!   decision costs PostgreSQL when nothing is checked);
-//! - `memory`: dcbstore's in-memory store.
+//! - `memory`: dcbstore's in-memory store;
+//! - `dcbstore@GxF`: dcbstore with at most `G` appends per group commit and `F` groups in flight
+//!   (e.g. `dcbstore@1x2`: no grouping), to compare settings side by side.
 //!
 //! Run it with `benchmarks/speedrun/run`, which installs and starts the peer.
 
@@ -69,16 +71,18 @@ fn may_join(events: &[Seen], course: &str, student: &str) -> bool {
 #[derive(Clone)]
 enum Target {
     UmaDb(String),
-    DcbStore(PgEventStore),
+    /// A store and its label: `dcbstore`, or `dcbstore@GxF` for a group size and groups in
+    /// flight of its own.
+    DcbStore(PgEventStore, String),
     Floor(PgEventStore),
     Memory(MemoryEventStore),
 }
 
 impl Target {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         match self {
             Target::UmaDb(_) => "umadb",
-            Target::DcbStore(_) => "dcbstore",
+            Target::DcbStore(_, label) => label,
             Target::Floor(_) => "floor",
             Target::Memory(_) => "memory",
         }
@@ -134,7 +138,7 @@ impl Client {
             Target::UmaDb(url) => {
                 Client::UmaDb(AsyncUmaDbClient::connect(url.clone(), None, None, None).await?)
             }
-            Target::DcbStore(s) => Client::Store(s.clone()),
+            Target::DcbStore(s, _) => Client::Store(s.clone()),
             Target::Floor(s) => Client::Floor(s.clone()),
             Target::Memory(s) => Client::Memory(s.clone()),
         })
@@ -441,12 +445,23 @@ async fn main() -> Result<(), BoxError> {
     for name in &args.targets {
         match (name.as_str(), &url, &uma) {
             ("umadb", _, Some(uma)) => targets.push(Target::UmaDb(uma.clone())),
-            ("dcbstore" | "floor", Some(url), _) => {
-                let store = PgEventStore::builder(url)?
-                    .schema(&format!("speedrun_{}", name))
-                    .pool_size(args.clients.iter().copied().max().unwrap_or(1).max(4))
-                    .connect()
-                    .await?;
+            (name, Some(url), _) if name == "floor" || name.starts_with("dcbstore") => {
+                // `dcbstore@GxF`: at most G appends per group, F groups in flight.
+                let grouping = match name.split_once('@') {
+                    None => None,
+                    Some((_, g)) => {
+                        let (group, in_flight) = g.split_once('x').ok_or("dcbstore@GxF")?;
+                        Some((group.parse::<usize>()?, in_flight.parse::<usize>()?))
+                    }
+                };
+                let schema = format!("speedrun_{}", name.replace(['@', 'x'], "_"));
+                let mut builder = PgEventStore::builder(url)?
+                    .schema(&schema)
+                    .pool_size(args.clients.iter().copied().max().unwrap_or(1).max(4));
+                if let Some((group, in_flight)) = grouping {
+                    builder = builder.max_group_size(group).groups_in_flight(in_flight);
+                }
+                let store = builder.connect().await?;
                 // From an empty log, like the peer's fresh database.
                 let client = store.pool().get().await?;
                 let reset = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", store.schema());
@@ -456,7 +471,7 @@ async fn main() -> Result<(), BoxError> {
                 targets.push(if name == "floor" {
                     Target::Floor(store)
                 } else {
-                    Target::DcbStore(store)
+                    Target::DcbStore(store, name.to_string())
                 });
             }
             ("memory", _, _) => targets.push(Target::Memory(MemoryEventStore::new())),
