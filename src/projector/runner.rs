@@ -306,10 +306,11 @@ impl ProjectionHandle {
         let deadline = tokio::time::Instant::now() + timeout;
         for status in &self.statuses {
             let mut status = status.clone();
+            // Applied, stopped, or of the other backend: nothing more to wait for.
             let settled = |s: &ProjectionStatus| {
-                s.failure.is_some()
-                    || s.through
-                        .is_some_and(|t| t.backend() != target.backend() || t >= target)
+                s.has_applied(append)
+                    || s.failure.is_some()
+                    || s.through.is_some_and(|t| t.backend() != target.backend())
             };
             let timed_out = tokio::time::timeout_at(deadline, status.wait_for(settled))
                 .await
