@@ -8,6 +8,7 @@ mod dyn_store;
 mod error;
 mod event;
 mod feed;
+mod fnv;
 mod jsonb;
 pub mod limits;
 mod memory;

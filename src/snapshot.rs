@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::InvalidInput;
+use crate::fnv;
 use crate::query::Query;
 
 /// What a read saw: the set of committed writes visible to it.
@@ -124,11 +125,7 @@ impl PgSnapshot {
 
 /// A stable hash (FNV-1a) of a condition's query and `after`: what a snapshot covers.
 fn fingerprint(query: &Query, after: Option<u64>) -> u64 {
-    format!("{query:?}|{after:?}")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+    fnv::hash(format!("{query:?}|{after:?}").as_bytes())
 }
 
 impl fmt::Display for PgSnapshot {

@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::event::Event;
+use crate::fnv;
 use crate::jsonb::numeric_key;
 use crate::query::{Query, QueryItem, is_scalar};
 
@@ -230,28 +231,19 @@ fn top_level_field<'a>(path: &'a [String], value: &'a Value) -> Option<Key<'a>> 
     }
 }
 
-/// FNV-1a (64 bit): stable across processes, platforms and Rust versions.
-struct Fnv(u64);
+/// A hash ([`fnv`]) built field by field: 0xff, which never occurs in UTF-8, follows each field,
+/// so that fields cannot run into one another.
+struct Fields(u64);
 
-impl Fnv {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
+impl Fields {
     fn write(&mut self, bytes: &[u8]) -> &mut Self {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // 0xff never occurs in UTF-8, so it separates fields unambiguously.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        self.0 = fnv::extend(fnv::extend(self.0, bytes), &[0xff]);
         self
     }
 }
 
 fn hash_key(namespace: &str, key: Key<'_>) -> i64 {
-    let mut h = Fnv::new();
+    let mut h = Fields(fnv::hash(&[]));
     h.write(namespace.as_bytes());
     match key {
         Key::Global => h.write(b"*"),
@@ -417,6 +409,13 @@ mod tests {
         let untyped = QueryItem::new().payload_all_of([("arr", json!([1]))]);
         let keys = plan(&[], Some(&Query::from(untyped)));
         assert_eq!(keys.into_keys().collect::<Vec<_>>(), [key(Key::Global)]);
+    }
+
+    #[test]
+    fn keys_are_the_same_in_every_version() {
+        // Processes of different versions lock the same boundaries with the same keys.
+        assert_eq!(hash_key("dcbstore", Key::Global), 3884351485095310779);
+        assert_eq!(hash_key("s1", Key::Tag("course:c1")), -2194255340120207547);
     }
 
     #[test]

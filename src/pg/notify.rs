@@ -31,6 +31,7 @@ use tokio::task::AbortHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Socket};
 
+use crate::fnv;
 use crate::retry::RetryPolicy;
 use crate::subscription::DEFAULT_POLL_INTERVAL;
 
@@ -86,24 +87,17 @@ pub(super) fn channel(schema: &str) -> String {
     if plain.len() <= 63 {
         return plain;
     }
-    // FNV-1a: stable across processes and builds, unlike the standard hasher.
-    let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("dcbstore_{hash:016x}")
+    format!("dcbstore_{:016x}", fnv::hash(schema.as_bytes()))
 }
 
 /// The class of the advisory lock a listening connection holds on its channel ("dcbs"): with
 /// [`listening_key`], a key of the two-integer space, apart from the appends' 64-bit keys.
 const LISTENING_CLASS: i32 = 0x6463_6273;
 
-/// The second half of the advisory lock key of `channel`'s listeners: FNV-1a, stable across
+/// The second half of the advisory lock key of `channel`'s listeners: a hash stable across
 /// processes, kept non-negative so that it reads back the same from `pg_locks`.
 fn listening_key(channel: &str) -> i32 {
-    let hash = channel.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    (hash & 0x7fff_ffff) as i32
+    (fnv::hash(channel.as_bytes()) & 0x7fff_ffff) as i32
 }
 
 /// How long the notifier trusts what it last found out about listeners.
@@ -349,5 +343,7 @@ mod tests {
         let long = channel(&"s".repeat(63));
         assert_eq!(long.len(), "dcbstore_".len() + 16);
         assert_ne!(long, channel(&"t".repeat(63)));
+        // Processes of different versions wake each other on the same channel.
+        assert_eq!(long, "dcbstore_64515d96d7bbe874");
     }
 }

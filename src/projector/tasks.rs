@@ -14,6 +14,7 @@ use super::runner::first_failure;
 use super::{DynProjector, ProjectionStatus, ProjectorError};
 use crate::error::{Error, Result};
 use crate::feed::{Checkpoint, FeedEvent};
+use crate::fnv;
 use crate::query::Query;
 use crate::retry::RetryPolicy;
 use crate::store::EventStore;
@@ -191,9 +192,7 @@ fn key_hash(event: &FeedEvent, prefix: &str) -> u64 {
     let Some(tag) = event.event.tags.iter().find(|t| t.starts_with(prefix)) else {
         return 0;
     };
-    tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv::hash(tag.as_bytes())
 }
 
 /// Applies one projector's (or partition's) batches.
