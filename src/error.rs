@@ -34,7 +34,7 @@ pub enum Error {
     /// written. Re-read, decide again and retry.
     #[error(
         "append condition failed: an event matching the condition query exists after position {}",
-        DisplayAfter(*after)
+        OrElse(*after, "none (any matching event fails it)")
     )]
     AppendConditionFailed {
         /// The `after` position of the failed condition (`None`: any matching event fails it).
@@ -114,7 +114,7 @@ pub enum Error {
         "projection {:?} had not applied the append at {target} after {waited:?}: it stands at {}, \
          {} events applied in this run",
         status.name,
-        DisplayThrough(status.through),
+        OrElse(status.through, "the start (it has read nothing yet)"),
         status.applied
     )]
     ProjectionBehind {
@@ -328,24 +328,14 @@ impl fmt::Display for PoolCause<'_> {
     }
 }
 
-struct DisplayThrough(Option<Checkpoint>);
+/// An optional value for a message: the value, or what its absence means.
+struct OrElse<T>(Option<T>, &'static str);
 
-impl fmt::Display for DisplayThrough {
+impl<T: fmt::Display> fmt::Display for OrElse<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(c) => write!(f, "{c}"),
-            None => f.write_str("the start (it has read nothing yet)"),
-        }
-    }
-}
-
-struct DisplayAfter(Option<u64>);
-
-impl fmt::Display for DisplayAfter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(p) => write!(f, "{p}"),
-            None => f.write_str("none (any matching event fails it)"),
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str(self.1),
         }
     }
 }
