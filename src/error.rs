@@ -530,3 +530,38 @@ pub enum InvalidInput {
     )]
     InvalidIdentifier(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_an_absent_value_means() {
+        let failed = |after| Error::AppendConditionFailed { after }.to_string();
+        assert_eq!(
+            failed(Some(7)),
+            "append condition failed: an event matching the condition query exists after position 7"
+        );
+        assert_eq!(
+            failed(None),
+            "append condition failed: an event matching the condition query exists after position \
+             none (any matching event fails it)"
+        );
+        let mut status = ProjectionStatus::new("seats".into());
+        let behind = |status: &ProjectionStatus| {
+            Error::ProjectionBehind {
+                waited: Duration::from_secs(1),
+                target: Checkpoint::memory(3),
+                status: Box::new(status.clone()),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            behind(&status),
+            "projection \"seats\" had not applied the append at mem:3 after 1s: it stands at the \
+             start (it has read nothing yet), 0 events applied in this run"
+        );
+        status.through = Some(Checkpoint::memory(2));
+        assert!(behind(&status).contains("it stands at mem:2, 0 events"));
+    }
+}

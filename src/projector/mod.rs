@@ -150,7 +150,7 @@ pub struct ProjectionStatus {
 }
 
 impl ProjectionStatus {
-    fn new(name: String) -> Self {
+    pub(crate) fn new(name: String) -> Self {
         Self {
             name,
             checkpoint: None,
