@@ -180,9 +180,10 @@ fn benches(c: &mut Criterion) {
         Ok(url) if !url.is_empty() => {
             let store = rt
                 .block_on(async {
-                    let store = PgEventStore::connect(&url)
-                        .await?
-                        .with_schema("bench_store")?;
+                    let store = PgEventStore::builder()
+                        .schema("bench_store")
+                        .connect(&url)
+                        .await?;
                     store.migrate().await?;
                     Ok::<_, dcbstore::Error>(store)
                 })

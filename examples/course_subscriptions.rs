@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use dcbstore::{
     AppendResult, Checkpoint, DecideError, DecisionModel, DomainEvent, Event, EventStore,
-    FeedEvent, MemoryEventStore, Projection, ProjectionRunner, Projector, ProjectorError, Query,
+    FeedEvent, MemoryEventStore, Projection, Projector, ProjectorError, ProjectorRunner, Query,
     QueryItem, ReadOptions, decide,
 };
 use serde::{Deserialize, Serialize};
@@ -58,7 +58,7 @@ impl CourseEvent {
 /// The course's capacity; `None` while it is not defined.
 fn capacity(course: &str) -> Projection<Option<u32>> {
     Projection::new(
-        QueryItem::types(["CourseDefined", "CourseCapacityChanged"])
+        QueryItem::typed(["CourseDefined", "CourseCapacityChanged"])
             .tags([format!("course:{course}")]),
         None,
         |capacity, e| {
@@ -76,7 +76,7 @@ fn capacity(course: &str) -> Projection<Option<u32>> {
 /// How many students the course has.
 fn subscriptions(course: &str) -> Projection<usize> {
     Projection::new(
-        QueryItem::types(["StudentSubscribedToCourse"]).tags([format!("course:{course}")]),
+        QueryItem::typed(["StudentSubscribedToCourse"]).tags([format!("course:{course}")]),
         0,
         |n, _| *n += 1,
     )
@@ -85,7 +85,7 @@ fn subscriptions(course: &str) -> Projection<usize> {
 /// The courses of a student.
 fn courses_of(student: &str) -> Projection<Vec<String>> {
     Projection::new(
-        QueryItem::types(["StudentSubscribedToCourse"]).tags([format!("student:{student}")]),
+        QueryItem::typed(["StudentSubscribedToCourse"]).tags([format!("student:{student}")]),
         Vec::new(),
         |courses, e| courses.push(e.payload["course"].as_str().unwrap_or_default().into()),
     )
@@ -193,7 +193,7 @@ impl Projector for SeatsLeftProjector {
     }
 
     fn query(&self) -> Query {
-        Query::from(QueryItem::types([
+        Query::from(QueryItem::typed([
             "CourseDefined",
             "CourseCapacityChanged",
             "StudentSubscribedToCourse",
@@ -249,7 +249,7 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
         (c("math"), c("art"), c("music"), c("chess"), c("robotics"));
     let (ada, bob, eve, yan, zoe) = (c("ada"), c("bob"), c("eve"), c("yan"), c("zoe"));
     let seats_left = Arc::new(Mutex::new(SeatsLeft::default()));
-    let projection = ProjectionRunner::new(store.clone())
+    let projection = ProjectorRunner::new(store.clone())
         .with(SeatsLeftProjector(seats_left.clone()))
         .start()?;
 

@@ -26,7 +26,7 @@ const MAX_COPIES_PER_READER: usize = 2;
 /// Whether the copy exists.
 fn copy_exists(book: &str) -> Projection<bool> {
     Projection::new(
-        QueryItem::types(["BookCopyAdded"]).payload_all_of([("BookID", json!(book))]),
+        QueryItem::typed(["BookCopyAdded"]).payload_all_of([("BookID", json!(book))]),
         false,
         |exists, _| *exists = true,
     )
@@ -35,7 +35,7 @@ fn copy_exists(book: &str) -> Projection<bool> {
 /// Who holds the copy.
 fn holder_of(book: &str) -> Projection<Option<String>> {
     Projection::new(
-        QueryItem::types(["BookCopyLentToReader", "BookCopyReturnedByReader"])
+        QueryItem::typed(["BookCopyLentToReader", "BookCopyReturnedByReader"])
             .payload_all_of([("BookID", json!(book))]),
         None,
         |holder, e| {
@@ -50,7 +50,7 @@ fn holder_of(book: &str) -> Projection<Option<String>> {
 /// The copies a reader holds.
 fn loans_of(reader: &str) -> Projection<BTreeSet<String>> {
     Projection::new(
-        QueryItem::types(["BookCopyLentToReader", "BookCopyReturnedByReader"])
+        QueryItem::typed(["BookCopyLentToReader", "BookCopyReturnedByReader"])
             .payload_all_of([("ReaderID", json!(reader))]),
         BTreeSet::new(),
         |loans, e| {
@@ -196,7 +196,7 @@ async fn run(store: impl EventStore + Clone + 'static, suffix: &str) -> dcbstore
     let loans = store
         .read(
             &Query::from(
-                QueryItem::types(["BookCopyLentToReader"])
+                QueryItem::typed(["BookCopyLentToReader"])
                     .payload_all_of([("BookID", json!(ulysses))]),
             ),
             ReadOptions::default(),

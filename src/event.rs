@@ -4,7 +4,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::InvalidInput;
+use crate::error::{BatchProblem, EventProblem, InvalidInput};
 use crate::jsonb::jsonb_eq;
 use crate::limits::{MAX_BATCH_BYTES, MAX_EVENT_BYTES};
 use crate::validate;
@@ -123,21 +123,24 @@ impl Event {
 
     /// Checks the event as an append would; `index` is its place in the batch.
     pub(crate) fn validate(&self, index: usize) -> Result<(), InvalidInput> {
+        let value = |field| {
+            move |problem| InvalidInput::event(index, EventProblem::Value { field, problem })
+        };
         if self.event_type.is_empty() {
-            return Err(InvalidInput::EmptyEventType { index });
+            return Err(InvalidInput::event(index, EventProblem::EmptyType));
         }
-        validate::name(&self.event_type, || format!("event #{index}: event type"))?;
+        validate::name(&self.event_type).map_err(value("event type"))?;
         for tag in &self.tags {
             if tag.is_empty() {
-                return Err(InvalidInput::EmptyTag { index });
+                return Err(InvalidInput::event(index, EventProblem::EmptyTag));
             }
-            validate::name(tag, || format!("event #{index}: tag"))?;
+            validate::name(tag).map_err(value("tag"))?;
         }
         validate::object(&self.payload, index, "payload")?;
-        validate::json(&self.payload, &|| format!("event #{index}: payload"))?;
+        validate::json(&self.payload).map_err(value("payload"))?;
         if let Some(metadata) = &self.metadata {
             validate::object(metadata, index, "metadata")?;
-            validate::json(metadata, &|| format!("event #{index}: metadata"))?;
+            validate::json(metadata).map_err(value("metadata"))?;
         }
         Ok(())
     }
@@ -182,13 +185,14 @@ impl std::ops::Deref for SequencedEvent {
 /// Validates a whole batch for an append with at most `max` events.
 pub(crate) fn validate_batch(events: &[Event], max: usize) -> Result<(), InvalidInput> {
     if events.is_empty() {
-        return Err(InvalidInput::EmptyBatch);
+        return Err(BatchProblem::Empty.into());
     }
     if events.len() > max {
-        return Err(InvalidInput::BatchTooLarge {
+        return Err(BatchProblem::TooLarge {
             len: events.len(),
             max,
-        });
+        }
+        .into());
     }
     let mut seen = std::collections::HashSet::with_capacity(events.len());
     let mut batch_bytes = 0;
@@ -196,24 +200,26 @@ pub(crate) fn validate_batch(events: &[Event], max: usize) -> Result<(), Invalid
         event.validate(index)?;
         let bytes = event.json_bytes();
         if bytes > MAX_EVENT_BYTES {
-            return Err(InvalidInput::EventTooLarge {
+            let max = MAX_EVENT_BYTES;
+            return Err(InvalidInput::event(
                 index,
-                bytes,
-                max: MAX_EVENT_BYTES,
-            });
+                EventProblem::TooLarge { bytes, max },
+            ));
         }
         batch_bytes += bytes;
         if batch_bytes > MAX_BATCH_BYTES {
-            return Err(InvalidInput::BatchTooManyBytes {
+            return Err(BatchProblem::TooManyBytes {
                 bytes: batch_bytes,
                 max: MAX_BATCH_BYTES,
-            });
+            }
+            .into());
         }
         if !seen.insert(event.id) {
-            return Err(InvalidInput::DuplicateIdInBatch {
+            let event_id = event.id;
+            return Err(InvalidInput::event(
                 index,
-                event_id: event.id,
-            });
+                EventProblem::DuplicateId { event_id },
+            ));
         }
     }
     Ok(())

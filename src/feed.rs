@@ -3,9 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::InvalidInput;
+use crate::backend::{MEMORY_NAME, POSTGRES_NAME};
+use crate::error::{InvalidInput, ParseProblem};
 use crate::event::SequencedEvent;
-use crate::snapshot::{MEMORY, POSTGRES};
 
 /// Where a consumer of [`EventStore::feed`](crate::EventStore::feed) stands: every event before
 /// it in feed order has been delivered, none after it.
@@ -60,8 +60,8 @@ impl Checkpoint {
     /// The backend the checkpoint belongs to, for messages.
     pub(crate) fn backend(&self) -> &'static str {
         match self.0 {
-            Mark::Memory { .. } => MEMORY,
-            Mark::Postgres { .. } => POSTGRES,
+            Mark::Memory { .. } => MEMORY_NAME,
+            Mark::Postgres { .. } => POSTGRES_NAME,
         }
     }
 }
@@ -79,7 +79,7 @@ impl FromStr for Checkpoint {
     type Err = InvalidInput;
 
     fn from_str(s: &str) -> Result<Self, InvalidInput> {
-        let invalid = || InvalidInput::InvalidCheckpoint(s.to_string());
+        let invalid = || InvalidInput::from(ParseProblem::Checkpoint(s.to_string()));
         let number = |n: &str| n.parse::<u64>().map_err(|_| invalid());
         match s.split(':').collect::<Vec<_>>()[..] {
             ["mem", position] => Ok(Self::memory(number(position)?)),

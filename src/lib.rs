@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backend;
 mod condition;
 mod decision;
 mod dyn_store;
@@ -14,7 +15,7 @@ pub mod limits;
 mod memory;
 mod options;
 #[cfg(feature = "postgres")]
-mod pg;
+pub mod pg;
 mod projector;
 mod query;
 mod retry;
@@ -29,7 +30,10 @@ mod validate;
 pub use condition::AppendCondition;
 pub use decision::{DecideError, DecisionModel, Projection, decide, decide_with};
 pub use dyn_store::DynEventStore;
-pub use error::{Error, InvalidInput, Result};
+pub use error::{
+    ArgumentProblem, BatchProblem, ConfigProblem, DatabaseError, Error, EventProblem, InvalidInput,
+    ParseProblem, QueryProblem, Result, ValueProblem,
+};
 pub use event::{Event, SequencedEvent};
 pub use feed::{Checkpoint, FeedEvent, FeedPage};
 pub use jsonb::jsonb_contains;
@@ -37,13 +41,9 @@ pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;
 pub use options::ReadOptions;
 #[cfg(feature = "postgres")]
-pub use pg::{
-    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_SIZE,
-    DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStore,
-    PgEventStoreBuilder,
-};
+pub use pg::{PgEventStore, PgEventStoreBuilder};
 pub use projector::{
-    ProjectionHandle, ProjectionRunner, ProjectionStatus, Projector, ProjectorError, rebuild,
+    Projector, ProjectorError, ProjectorHandle, ProjectorRunner, ProjectorStatus, rebuild,
 };
 pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
 pub use retry::RetryPolicy;

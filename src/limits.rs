@@ -17,18 +17,26 @@
 //! | `occurred_at` bounds | years [`MIN_YEAR`] to 9999 | PostgreSQL's `timestamptz` starts at 4713 BC |
 //!
 //! ```
-//! use dcbstore::{Event, EventStore, InvalidInput, MemoryEventStore, limits};
+//! use dcbstore::{Error, Event, EventProblem, EventStore, InvalidInput, MemoryEventStore};
+//! use dcbstore::{ValueProblem, limits};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let store = MemoryEventStore::new();
 //! let long = "t".repeat(limits::MAX_NAME_BYTES + 1);
 //! let err = store.append([Event::new(long, serde_json::json!({}))], None).await.unwrap_err();
-//! assert!(matches!(err, dcbstore::Error::InvalidInput(InvalidInput::TooLong { .. })));
+//! assert!(matches!(
+//!     err,
+//!     Error::InvalidInput(InvalidInput::Event {
+//!         index: 0,
+//!         problem: EventProblem::Value { field: "event type", problem: ValueProblem::TooLong { .. } },
+//!     })
+//! ));
 //! # }
 //! ```
 
-/// The most events one append accepts unless told otherwise (both stores'
-/// `with_max_batch_size`).
+/// The most events one append accepts unless told otherwise
+/// ([`PgEventStoreBuilder::max_batch_size`](crate::PgEventStoreBuilder::max_batch_size),
+/// [`MemoryEventStore::with_max_batch_size`](crate::MemoryEventStore::with_max_batch_size)).
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 
 /// The longest event type or tag, in bytes of UTF-8.

@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// One rule for every loop that retries: [`decide_with`](crate::decide_with) when its append
 /// condition fails, a [`Subscription`](crate::Subscription) when a read fails in a way that can
-/// pass, a [`ProjectionRunner`](crate::ProjectionRunner) when a projector fails a batch.
+/// pass, a [`ProjectorRunner`](crate::ProjectorRunner) when a projector fails a batch.
 ///
 /// ```
 /// use std::time::Duration;

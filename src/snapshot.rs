@@ -1,9 +1,10 @@
 //! [`ReadSnapshot`]: what a read saw, carried into the condition of the append it decides.
 
+use crate::backend::{MEMORY_NAME, POSTGRES_NAME};
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::InvalidInput;
+use crate::error::{InvalidInput, ParseProblem};
 use crate::fnv;
 use crate::query::Query;
 
@@ -42,11 +43,6 @@ use crate::query::Query;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReadSnapshot(pub(crate) Snapshot);
-
-/// The in-memory backend's name in messages.
-pub(crate) const MEMORY: &str = "in-memory";
-/// The PostgreSQL backend's name in messages.
-pub(crate) const POSTGRES: &str = "PostgreSQL";
 
 /// The backend-specific content of a [`ReadSnapshot`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -157,8 +153,8 @@ impl ReadSnapshot {
     /// The backend the snapshot comes from, for messages.
     pub(crate) fn backend(&self) -> &'static str {
         match self.0 {
-            Snapshot::Memory { .. } => MEMORY,
-            Snapshot::Postgres(_) => POSTGRES,
+            Snapshot::Memory { .. } => MEMORY_NAME,
+            Snapshot::Postgres(_) => POSTGRES_NAME,
         }
     }
 }
@@ -181,7 +177,7 @@ impl FromStr for ReadSnapshot {
     ///
     /// # Errors
     ///
-    /// [`InvalidInput::InvalidSnapshot`] for anything else.
+    /// [`ParseProblem::Snapshot`](crate::ParseProblem::Snapshot) for anything else.
     fn from_str(s: &str) -> Result<Self, InvalidInput> {
         let parsed = if let Some(head) = s.strip_prefix("mem:") {
             head.parse().ok().map(Self::memory)
@@ -190,7 +186,7 @@ impl FromStr for ReadSnapshot {
         } else {
             None
         };
-        parsed.ok_or_else(|| InvalidInput::InvalidSnapshot(s.chars().take(100).collect()))
+        parsed.ok_or_else(|| ParseProblem::Snapshot(s.chars().take(100).collect()).into())
     }
 }
 
@@ -234,7 +230,7 @@ mod tests {
             assert!(
                 matches!(
                     bad.parse::<ReadSnapshot>(),
-                    Err(InvalidInput::InvalidSnapshot(_))
+                    Err(InvalidInput::Parse(ParseProblem::Snapshot(_)))
                 ),
                 "{bad:?} accepted"
             );

@@ -208,7 +208,7 @@ impl Subscription {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> dcbstore::Result<()> {
     /// let store = MemoryEventStore::new();
-    /// let orders = Query::from(QueryItem::types(["OrderPlaced"]));
+    /// let orders = Query::from(QueryItem::typed(["OrderPlaced"]));
     /// let mut live = store.subscribe(&orders, None, SubscribeOptions::default());
     /// let placed = store.append([Event::new("OrderPlaced", serde_json::json!({}))], None).await?;
     /// assert!(!live.has_delivered(&placed));
@@ -237,7 +237,7 @@ impl Subscription {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> dcbstore::Result<()> {
     /// let store = MemoryEventStore::new();
-    /// let orders = Query::from(QueryItem::types(["OrderPlaced"]));
+    /// let orders = Query::from(QueryItem::typed(["OrderPlaced"]));
     /// let mut live = store.subscribe(&orders, None, SubscribeOptions::default());
     /// store.append([Event::new("OrderPlaced", serde_json::json!({"id": 1}))], None).await?;
     /// let other = store.append([Event::new("Ticked", serde_json::json!({}))], None).await?;

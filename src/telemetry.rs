@@ -32,17 +32,14 @@ use std::future::Future;
 use std::time::Duration;
 use std::time::Instant;
 
+#[cfg(feature = "postgres")]
+use crate::backend::POSTGRES_LABEL;
+
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::{Error, Result};
 use crate::store::{AppendResult, ReadResult};
-
-/// The label value of the PostgreSQL backend.
-#[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &str = "postgres";
-/// The label value of the in-memory backend.
-pub(crate) const MEMORY: &str = "memory";
 
 /// How an append ended, as spans and metrics name it.
 fn append_outcome(outcome: &Result<AppendResult>) -> &'static str {
@@ -128,19 +125,19 @@ pub(crate) fn instrument_read(
 /// A wait for a pooled connection.
 #[cfg(feature = "postgres")]
 pub(crate) fn pool_waited(waited: Duration) {
-    metrics::histogram!("dcbstore_pool_wait_seconds", "backend" => POSTGRES).record(waited);
+    metrics::histogram!("dcbstore_pool_wait_seconds", "backend" => POSTGRES_LABEL).record(waited);
 }
 
 /// An append transaction's wait from `BEGIN` until its locks were held.
 #[cfg(feature = "postgres")]
 pub(crate) fn locks_held_after(waited: Duration) {
-    metrics::histogram!("dcbstore_lock_wait_seconds", "backend" => POSTGRES).record(waited);
+    metrics::histogram!("dcbstore_lock_wait_seconds", "backend" => POSTGRES_LABEL).record(waited);
 }
 
 /// A group-commit transaction of `size` appends.
 #[cfg(feature = "postgres")]
 pub(crate) fn group_ran(size: usize) {
-    metrics::histogram!("dcbstore_group_size", "backend" => POSTGRES).record(size as f64);
+    metrics::histogram!("dcbstore_group_size", "backend" => POSTGRES_LABEL).record(size as f64);
 }
 
 /// A decision that found its boundary changed and decides again.

@@ -2,15 +2,13 @@
 
 use serde_json::Value;
 
-use crate::error::InvalidInput;
+use crate::error::{ArgumentProblem, EventProblem, InvalidInput, QueryProblem, ValueProblem};
 use crate::limits::{MAX_JSON_DEPTH, MAX_JSON_NUMBER, MAX_NAME_BYTES, MIN_YEAR};
 
 /// Rejects strings with a NUL character (PostgreSQL cannot store it in text or JSONB).
-pub(crate) fn no_nul(s: &str, location: impl FnOnce() -> String) -> Result<(), InvalidInput> {
+pub(crate) fn no_nul(s: &str) -> Result<(), ValueProblem> {
     if s.contains('\0') {
-        return Err(InvalidInput::NulCharacter {
-            location: location(),
-        });
+        return Err(ValueProblem::NulCharacter);
     }
     Ok(())
 }
@@ -18,21 +16,19 @@ pub(crate) fn no_nul(s: &str, location: impl FnOnce() -> String) -> Result<(), I
 /// Rejects JSON that PostgreSQL cannot store or give back: a NUL character in a key or string,
 /// nesting deeper than [`MAX_JSON_DEPTH`], a number of magnitude above [`MAX_JSON_NUMBER`].
 /// Iterative, so that hostile nesting cannot exhaust the stack.
-pub(crate) fn json(v: &Value, location: &dyn Fn() -> String) -> Result<(), InvalidInput> {
+pub(crate) fn json(v: &Value) -> Result<(), ValueProblem> {
     let mut pending = vec![(v, 1usize)];
     while let Some((v, depth)) = pending.pop() {
         if depth > MAX_JSON_DEPTH && matches!(v, Value::Array(_) | Value::Object(_)) {
-            return Err(InvalidInput::TooDeep {
-                location: location(),
+            return Err(ValueProblem::TooDeep {
                 max: MAX_JSON_DEPTH,
             });
         }
         match v {
-            Value::String(s) => no_nul(s, location)?,
+            Value::String(s) => no_nul(s)?,
             Value::Number(n) => {
                 if n.as_f64().is_some_and(|f| f.abs() > MAX_JSON_NUMBER) {
-                    return Err(InvalidInput::NumberOutOfRange {
-                        location: location(),
+                    return Err(ValueProblem::NumberOutOfRange {
                         number: n.to_string(),
                     });
                 }
@@ -40,7 +36,7 @@ pub(crate) fn json(v: &Value, location: &dyn Fn() -> String) -> Result<(), Inval
             Value::Array(items) => pending.extend(items.iter().map(|i| (i, depth + 1))),
             Value::Object(map) => {
                 for (k, v) in map {
-                    no_nul(k, || format!("{} (a key)", location()))?;
+                    no_nul(k).map_err(|_| ValueProblem::NulInKey)?;
                     pending.push((v, depth + 1));
                 }
             }
@@ -51,15 +47,14 @@ pub(crate) fn json(v: &Value, location: &dyn Fn() -> String) -> Result<(), Inval
 }
 
 /// Rejects an event type or tag longer than [`MAX_NAME_BYTES`] or holding a NUL.
-pub(crate) fn name(s: &str, location: impl Fn() -> String) -> Result<(), InvalidInput> {
+pub(crate) fn name(s: &str) -> Result<(), ValueProblem> {
     if s.len() > MAX_NAME_BYTES {
-        return Err(InvalidInput::TooLong {
-            location: location(),
+        return Err(ValueProblem::TooLong {
             bytes: s.len(),
             max: MAX_NAME_BYTES,
         });
     }
-    no_nul(s, location)
+    no_nul(s)
 }
 
 /// The size of `v` serialized, without keeping the bytes.
@@ -83,7 +78,7 @@ pub(crate) fn json_bytes(v: &Value) -> usize {
 /// Rejects a time PostgreSQL's `timestamptz` cannot hold.
 pub(crate) fn time(t: time::OffsetDateTime) -> Result<(), InvalidInput> {
     if t.year() < MIN_YEAR {
-        return Err(InvalidInput::TimeOutOfRange(t));
+        return Err(InvalidInput::query(QueryProblem::TimeOutOfRange(t)));
     }
     Ok(())
 }
@@ -93,11 +88,13 @@ pub(crate) fn object(v: &Value, index: usize, field: &'static str) -> Result<(),
     if v.is_object() {
         Ok(())
     } else {
-        Err(InvalidInput::NotAnObject {
+        Err(InvalidInput::event(
             index,
-            field,
-            found: kind(v),
-        })
+            EventProblem::NotAnObject {
+                field,
+                found: kind(v),
+            },
+        ))
     }
 }
 
@@ -115,5 +112,5 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 
 /// Positions travel as `bigint`.
 pub(crate) fn position(p: u64) -> Result<i64, InvalidInput> {
-    i64::try_from(p).map_err(|_| InvalidInput::PositionOutOfRange(p))
+    i64::try_from(p).map_err(|_| ArgumentProblem::PositionOutOfRange(p).into())
 }

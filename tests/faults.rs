@@ -11,10 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dcbstore::{
-    AppendCondition, Event, EventStore, PgEventStore, PgEventStoreBuilder, Query, QueryItem,
-    ReadOptions,
-};
+use dcbstore::{AppendCondition, Event, EventStore, PgEventStore, Query, QueryItem, ReadOptions};
 use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -24,16 +21,16 @@ use common::event;
 /// A store made by the builder (a pool of 8, bounded waits) in a fresh schema,
 /// whose connections carry the schema's name as `application_name`, so that a killer can find
 /// exactly them.
-async fn connected_store() -> PgEventStore {
+async fn connected_store(lock_timeout: Duration) -> PgEventStore {
     let schema = common::test_schema();
-    let mut server: dcbstore::tokio_postgres::Config = common::database_url().parse().unwrap();
-    server.application_name(&schema);
-    let store = PgEventStoreBuilder::new(server)
+    let url = common::database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = PgEventStore::builder()
         .pool_size(8)
         .schema(&schema)
-        .lock_timeout(Duration::from_secs(1))
+        .lock_timeout(lock_timeout)
         .statement_timeout(Duration::from_secs(2))
-        .connect()
+        .connect(&format!("{url}{separator}application_name={schema}"))
         .await
         .expect("connecting");
     common::emptied(store).await
@@ -46,7 +43,7 @@ struct Seen(std::sync::Mutex<BTreeMap<String, u64>>);
 impl Seen {
     fn record(&self, e: &dcbstore::Error) {
         let key = match e.sql_state() {
-            Some(state) => state.code().to_string(),
+            Some(state) => state.to_string(),
             // What the driver or the pool saw, e.g. "connection closed".
             None => std::error::Error::source(e).map_or(e.to_string(), ToString::to_string),
         };
@@ -70,7 +67,7 @@ async fn killed_connections_lose_nothing_and_write_nothing_twice() {
     // Pool wait (5 s) plus the statement bound (2 s), and some scheduling slack.
     const BOUND: Duration = Duration::from_secs(10);
 
-    let store = connected_store().await;
+    let store = connected_store(Duration::from_secs(1)).await;
     let done = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicU64::new(0));
     let killer = {
@@ -196,9 +193,7 @@ async fn killed_connections_lose_nothing_and_write_nothing_twice() {
 /// ends the same calls succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_boundary_bounds_its_waiters_and_holds_up_no_one_else() {
-    let store = connected_store()
-        .await
-        .with_lock_timeout(Duration::from_millis(300));
+    let store = connected_store(Duration::from_millis(300)).await;
     let holder = common::store_with_pool_in(1, store.schema()).await;
     let mut client = holder.pool().get().await.unwrap();
     let idle = client.transaction().await.unwrap();
@@ -238,7 +233,7 @@ async fn a_held_boundary_bounds_its_waiters_and_holds_up_no_one_else() {
         let (outcome, waited, claim, query) = waiter.await.unwrap();
         let err = outcome.expect_err("the held boundary");
         assert!(err.is_retryable(), "{err}");
-        assert_eq!(err.sql_state().map(|s| s.code()), Some("55P03"), "{err}");
+        assert_eq!(err.sql_state(), Some("55P03"), "{err}");
         // One lock timeout and some slack: each waiter has a connection of its own.
         assert!(waited < Duration::from_secs(2), "waited {waited:?}");
         retries.push((claim, query));

@@ -55,10 +55,8 @@ fn claim(tag: &str) -> (Vec<Event>, Option<AppendCondition>) {
 async fn grouped_appends_keep_their_own_outcomes() {
     const WRITERS: usize = 24;
     const DECISIONS: usize = 12;
-    let store = common::store_with_pool(4)
-        .await
-        .with_max_group_size(16)
-        .with_groups_in_flight(2);
+    let store = common::store_with_pool(4).await;
+    let store = common::reconfigured(&store, |b| b.max_group_size(16).groups_in_flight(2));
     let barrier = Arc::new(Barrier::new(WRITERS));
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -182,7 +180,8 @@ async fn one_group(
 /// and two appends of the group on one boundary conflict as they would one after the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_group_one_transaction_each_its_own_outcome() {
-    let store = common::store_with_pool(4).await.with_groups_in_flight(1);
+    let store = common::store_with_pool(4).await;
+    let store = common::reconfigured(&store, |b| b.groups_in_flight(1));
     store
         .append([event("Taken", &["taken"], json!({}))], None)
         .await
@@ -227,10 +226,11 @@ async fn one_group_one_transaction_each_its_own_outcome() {
 /// are written, and the bad one gets its own honest, retryable error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_error_in_a_group_fails_only_its_own_append() {
-    let store = common::store_with_pool(4)
-        .await
-        .with_lock_timeout(Duration::from_millis(400))
-        .with_groups_in_flight(1);
+    let store = common::store_with_pool(4).await;
+    let store = common::reconfigured(&store, |b| {
+        b.lock_timeout(Duration::from_millis(400))
+            .groups_in_flight(1)
+    });
     let other = common::store_with_pool_in(1, store.schema()).await;
     let mut client = other.pool().get().await.unwrap();
     let blocking = client.transaction().await.unwrap();
@@ -250,7 +250,7 @@ async fn a_database_error_in_a_group_fails_only_its_own_append() {
     .await;
     blocking.rollback().await.unwrap();
     let err = outcomes[1].as_ref().unwrap_err();
-    assert_eq!(err.sql_state().map(|s| s.code()), Some("55P03"), "{err}");
+    assert_eq!(err.sql_state(), Some("55P03"), "{err}");
     assert!(err.is_retryable(), "{err}");
     for i in [0, 2, 3] {
         outcomes[i].as_ref().expect("a neighbour of the bad append");
@@ -268,7 +268,8 @@ async fn a_database_error_in_a_group_fails_only_its_own_append() {
 /// with other content a conflict, a batch of which only some ids are stored a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unguarded_appends_of_a_group_keep_their_own_outcomes() {
-    let store = common::store_with_pool(4).await.with_groups_in_flight(1);
+    let store = common::store_with_pool(4).await;
+    let store = common::reconfigured(&store, |b| b.groups_in_flight(1));
     let stored = vec![
         event("Stored", &["s"], json!({"n": 1})),
         event("Stored", &["s"], json!({"n": 2})),

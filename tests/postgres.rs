@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use dcbstore::tokio_postgres::IsolationLevel;
-use dcbstore::{AppendCondition, Error, EventStore, InvalidInput, Query, QueryItem, ReadOptions};
+use dcbstore::{
+    AppendCondition, ConfigProblem, Error, EventStore, InvalidInput, PgEventStore, Query,
+    QueryItem, ReadOptions,
+};
 use rstest::rstest;
 use serde_json::json;
 
@@ -208,8 +211,8 @@ async fn connect_and_default_schema() {
     let store = dcbstore::PgEventStore::connect(common::database_url())
         .await
         .unwrap();
-    assert_eq!(store.schema(), dcbstore::DEFAULT_SCHEMA);
-    let renamed = store.with_schema(&common::test_schema()).unwrap();
+    assert_eq!(store.schema(), dcbstore::pg::DEFAULT_SCHEMA);
+    let renamed = common::reconfigured(&store, |b| b.schema(&common::test_schema()));
     renamed.migrate().await.unwrap();
     assert!(renamed.head().await.is_ok());
 }
@@ -223,10 +226,12 @@ async fn connect_and_default_schema() {
 #[case::too_long("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijkl")]
 #[tokio::test]
 async fn invalid_schema_names_are_rejected(#[case] name: &str) {
-    let store = common::store().await;
-    let err = store.with_schema(name).unwrap_err();
+    let err = PgEventStore::builder()
+        .schema(name)
+        .from_pool(common::pool(1))
+        .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidInput(InvalidInput::InvalidIdentifier(ref n)) if n == name),
+        matches!(err, Error::InvalidInput(InvalidInput::Config(ConfigProblem::SchemaName(ref n))) if n == name),
         "{err}"
     );
 }
@@ -316,9 +321,8 @@ async fn a_dropped_stream_frees_the_pool() {
 /// append on it after the store's lock timeout, with a retryable error, and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_waits_for_a_held_boundary_no_longer_than_its_lock_timeout() {
-    let store = common::store_with_pool(2)
-        .await
-        .with_lock_timeout(Duration::from_millis(200));
+    let store = common::store_with_pool(2).await;
+    let store = common::reconfigured(&store, |b| b.lock_timeout(Duration::from_millis(200)));
     assert_eq!(store.lock_timeout(), Duration::from_millis(200));
     let holder = common::store_with_pool_in(1, store.schema()).await;
     let mut client = holder.pool().get().await.unwrap();
@@ -341,7 +345,7 @@ async fn an_append_waits_for_a_held_boundary_no_longer_than_its_lock_timeout() {
         .unwrap_err();
     let waited = started.elapsed();
     assert!(err.is_retryable(), "{err}");
-    assert_eq!(err.sql_state().map(|s| s.code()), Some("55P03"), "{err}");
+    assert_eq!(err.sql_state(), Some("55P03"), "{err}");
     assert!(
         waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
         "waited {waited:?}"
@@ -369,7 +373,7 @@ async fn a_connected_store_waits_for_a_connection_no_longer_than_the_pool_timeou
         .unwrap_err();
     assert!(matches!(err, Error::Pool(_)) && err.is_retryable(), "{err}");
     assert!(
-        started.elapsed() < dcbstore::DEFAULT_POOL_TIMEOUT + Duration::from_secs(2),
+        started.elapsed() < dcbstore::pg::DEFAULT_POOL_TIMEOUT + Duration::from_secs(2),
         "waited {:?}",
         started.elapsed()
     );
@@ -437,9 +441,8 @@ async fn migrate_upgrades_a_schema_that_predates_versions() {
 /// (and then fails its condition), while unguarded appends and most guards elsewhere proceed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_append_holds_up_the_guards_on_its_keys_not_the_store() {
-    let store = common::store_with_pool(2)
-        .await
-        .with_lock_timeout(Duration::from_millis(200));
+    let store = common::store_with_pool(2).await;
+    let store = common::reconfigured(&store, |b| b.lock_timeout(Duration::from_millis(200)));
     let holder = common::store_with_pool_in(1, store.schema()).await;
     let mut client = holder.pool().get().await.unwrap();
     let open = client.transaction().await.unwrap();
@@ -461,14 +464,10 @@ async fn an_oversized_append_holds_up_the_guards_on_its_keys_not_the_store() {
     };
 
     // Every one of its tags is covered, by its key or by its bucket.
-    let impatient = store.clone().with_lock_timeout(Duration::from_millis(20));
+    let impatient = common::reconfigured(&store, |b| b.lock_timeout(Duration::from_millis(20)));
     for tag in &tags {
         let err = guarded(&impatient, tag).await.unwrap_err();
-        assert_eq!(
-            err.sql_state().map(|s| s.code()),
-            Some("55P03"),
-            "{tag}: {err}"
-        );
+        assert_eq!(err.sql_state(), Some("55P03"), "{tag}: {err}");
     }
     // Unguarded appends never wait for it; guards on other keys mostly do not.
     store
@@ -479,7 +478,7 @@ async fn an_oversized_append_holds_up_the_guards_on_its_keys_not_the_store() {
     for i in 0..12 {
         match guarded(&store, &format!("free:{i}")).await {
             Ok(_) => free += 1,
-            Err(e) => assert_eq!(e.sql_state().map(|s| s.code()), Some("55P03"), "{e}"),
+            Err(e) => assert_eq!(e.sql_state(), Some("55P03"), "{e}"),
         }
     }
     assert!(
@@ -498,9 +497,8 @@ async fn an_oversized_append_holds_up_the_guards_on_its_keys_not_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_without_prepared_statements_leave_none_on_the_connection() {
     for prepare in [true, false] {
-        let store = common::store_with_pool(1)
-            .await
-            .with_prepared_statements(prepare);
+        let store = common::store_with_pool(1).await;
+        let store = common::reconfigured(&store, |b| b.prepared_statements(prepare));
         let claim = |tag: &str| {
             let store = store.clone();
             let query = Query::from(QueryItem::tagged([tag.to_string()]));
@@ -552,8 +550,7 @@ async fn appends_without_prepared_statements_leave_none_on_the_connection() {
 #[tokio::test]
 async fn the_builder_configures_pool_and_store() {
     let schema = common::test_schema();
-    let store = dcbstore::PgEventStore::builder(common::database_url())
-        .unwrap()
+    let store = dcbstore::PgEventStore::builder()
         .pool_size(3)
         .pool_timeout(Duration::from_millis(700))
         .schema(&schema)
@@ -563,7 +560,7 @@ async fn the_builder_configures_pool_and_store() {
         .max_group_size(4)
         .groups_in_flight(1)
         .prepared_statements(false)
-        .connect()
+        .connect(common::database_url())
         .await
         .unwrap();
     assert_eq!(store.pool().status().max_size, 3);
@@ -580,10 +577,9 @@ async fn the_builder_configures_pool_and_store() {
         .unwrap();
     assert_eq!(common::row_count(&store).await, 1);
 
-    let err = dcbstore::PgEventStore::builder(common::database_url())
-        .unwrap()
+    let err = dcbstore::PgEventStore::builder()
         .schema("Not A Schema")
-        .connect()
+        .connect(common::database_url())
         .await
         .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
@@ -624,7 +620,7 @@ async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
     // prepared reads (a whole query: by tags, types, payload, or everything).
     let course = |c: &str| Query::from(QueryItem::tagged([format!("course:{c}")]));
     let by_payload =
-        Query::from(QueryItem::types(["Lent"]).payload_all_of([("book", json!("b1"))]));
+        Query::from(QueryItem::typed(["Lent"]).payload_all_of([("book", json!("b1"))]));
     for round in 0..3 {
         let e = |t: &str, c: &str| event(t, &[&format!("course:{c}")], json!({"book": "b1"}));
         store.append([e("A", "u")], None).await.unwrap();
@@ -634,7 +630,7 @@ async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
         }
         // A registration: guarded by its type and tag, with no `after`.
         let entity = format!("course:n{round}");
-        let registered = Query::from(QueryItem::types(["R"]).tags([entity.as_str()]));
+        let registered = Query::from(QueryItem::typed(["R"]).tags([entity.as_str()]));
         let registration = event("R", &[&entity], json!({}));
         let condition = AppendCondition::new(registered, None);
         store.append([registration], Some(condition)).await.unwrap();
@@ -651,7 +647,7 @@ async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
             .unwrap();
         let derived = read.append_condition().unwrap();
         store.append([e("D", "r")], Some(derived)).await.unwrap();
-        let types = Query::from(QueryItem::types(["D"]));
+        let types = Query::from(QueryItem::typed(["D"]));
         for query in [types, by_payload.clone(), Query::all()] {
             store.read(&query, ReadOptions::default()).await.unwrap();
         }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dcbstore::{
-    Checkpoint, EventStore, FeedEvent, PgEventStore, ProjectionHandle, ProjectionRunner, Projector,
-    ProjectorError, Query, QueryItem, RetryPolicy, rebuild,
+    Checkpoint, EventStore, FeedEvent, PgEventStore, Projector, ProjectorError, ProjectorHandle,
+    ProjectorRunner, Query, QueryItem, RetryPolicy, rebuild,
 };
 use rstest::rstest;
 use serde_json::json;
@@ -33,7 +33,7 @@ impl Projector for Recorder {
         &self.name
     }
     fn query(&self) -> Query {
-        Query::from(QueryItem::types(["Subscribed"]))
+        Query::from(QueryItem::typed(["Subscribed"]))
     }
     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
         Ok(self.at)
@@ -79,7 +79,7 @@ async fn subscribe_students(store: &AnyStore, courses: usize, per_course: u64) {
 }
 
 /// Waits until every projector of `handle` is caught up and has applied `applied` in all.
-async fn until_caught_up(handle: &ProjectionHandle, applied: u64) {
+async fn until_caught_up(handle: &ProjectorHandle, applied: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = handle.status();
@@ -101,7 +101,7 @@ async fn partitions_keep_the_order_of_each_key_and_report_their_lag(
 ) {
     let store = AnyStore::new(backend).await;
     let seen: Seen = Arc::default();
-    let handle = ProjectionRunner::new(store.clone())
+    let handle = ProjectorRunner::new(store.clone())
         .batch_size(7)
         .with_partitioned(3, "course:", |k| Recorder {
             name: format!("seats#{k}"),
@@ -144,7 +144,7 @@ async fn a_restarted_runner_resumes_and_rebuild_starts_over(
         at,
     };
     subscribe_students(&store, 2, 10).await;
-    let handle = ProjectionRunner::new(store.clone())
+    let handle = ProjectorRunner::new(store.clone())
         .with(recorder(None))
         .start()
         .unwrap();
@@ -154,7 +154,7 @@ async fn a_restarted_runner_resumes_and_rebuild_starts_over(
 
     subscribe_students(&store, 2, 5).await;
     // The state (here: `seen`) and its checkpoint survive; the new runner goes on from there.
-    let handle = ProjectionRunner::new(store.clone())
+    let handle = ProjectorRunner::new(store.clone())
         .with(recorder(stopped_at))
         .start()
         .unwrap();
@@ -204,7 +204,7 @@ async fn a_failing_projector_stops_alone_and_reports_why() {
     }
     let store = AnyStore::new(Backend::Memory).await;
     let seen: Seen = Arc::default();
-    let handle = ProjectionRunner::new(store.clone())
+    let handle = ProjectorRunner::new(store.clone())
         .retry(RetryPolicy {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(1),
@@ -230,7 +230,7 @@ async fn a_failing_projector_stops_alone_and_reports_why() {
     );
     let err = handle.shutdown().await.unwrap_err();
     assert!(
-        matches!(&err, dcbstore::Error::Projection { projection, .. } if projection == "failing"),
+        matches!(&err, dcbstore::Error::Projector { projector, .. } if projector == "failing"),
         "{err}"
     );
     assert!(!err.is_retryable());
@@ -256,7 +256,7 @@ impl Projector for PgSeats {
         &self.name
     }
     fn query(&self) -> Query {
-        Query::from(QueryItem::types(["Subscribed"]))
+        Query::from(QueryItem::typed(["Subscribed"]))
     }
     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
         let client = self.store.pool().get().await?;
@@ -329,7 +329,7 @@ async fn a_read_model_in_postgres_is_applied_exactly_once() {
     let calls = Arc::new(AtomicU32::new(0));
     let start = || {
         let (store, calls) = (store.clone(), calls.clone());
-        ProjectionRunner::new(store.clone())
+        ProjectorRunner::new(store.clone())
             .batch_size(10)
             .retry(RetryPolicy {
                 max_attempts: 5,
@@ -384,7 +384,7 @@ async fn a_read_model_in_postgres_is_applied_exactly_once() {
 async fn projectors_need_names_of_their_own() {
     let store = AnyStore::new(Backend::Memory).await;
     let seen: Seen = Arc::default();
-    let refused = ProjectionRunner::new(store)
+    let refused = ProjectorRunner::new(store)
         .with_partitioned(2, "course:", |_| Recorder {
             name: "seats".into(),
             seen: seen.clone(),
@@ -394,7 +394,9 @@ async fn projectors_need_names_of_their_own() {
     assert!(
         matches!(
             refused,
-            Err(dcbstore::Error::InvalidInput(dcbstore::InvalidInput::DuplicateProjector(ref n))) if n == "seats"
+            Err(dcbstore::Error::InvalidInput(dcbstore::InvalidInput::Config(
+                dcbstore::ConfigProblem::DuplicateProjector(ref n)
+            ))) if n == "seats"
         ),
         "{refused:?}"
     );
@@ -423,7 +425,7 @@ async fn a_projector_whose_checkpoint_cannot_be_loaded_reports_why() {
         }
     }
     let store = AnyStore::new(Backend::Memory).await;
-    let handle = ProjectionRunner::new(store).with(Lost).start().unwrap();
+    let handle = ProjectorRunner::new(store).with(Lost).start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while handle.status()[0].failure.is_none() {
         assert!(Instant::now() < deadline, "{:?}", handle.status());
@@ -431,8 +433,8 @@ async fn a_projector_whose_checkpoint_cannot_be_loaded_reports_why() {
     }
     let err = handle.shutdown().await.unwrap_err();
     assert!(
-        matches!(&err, dcbstore::Error::Projection { projection, source }
-            if projection == "lost" && source.to_string() == "the checkpoint table is gone"),
+        matches!(&err, dcbstore::Error::Projector { projector, source }
+            if projector == "lost" && source.to_string() == "the checkpoint table is gone"),
         "{err}"
     );
 }
@@ -453,7 +455,7 @@ impl Projector for Counter {
         &self.name
     }
     fn query(&self) -> Query {
-        Query::from(QueryItem::types([self.counted]))
+        Query::from(QueryItem::typed([self.counted]))
     }
     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
         Ok(self.at)
@@ -487,7 +489,7 @@ async fn wait_for_returns_once_the_projections_include_the_append(
 ) {
     let store = AnyStore::new(backend).await;
     let (counts, defined): (Counts, Counts) = Default::default();
-    let handle = ProjectionRunner::new(store.clone())
+    let handle = ProjectorRunner::new(store.clone())
         .with_partitioned(2, "course:", |k| Counter {
             name: format!("counts#{k}"),
             counted: "Subscribed",

@@ -243,7 +243,7 @@ async fn type_only_and_tag_only_conditions_exclude_each_other(
             let (event_type, tag) = (event_type.clone(), tag.clone());
             async move {
                 let query = if writer % 2 == 0 {
-                    Query::from(QueryItem::types([event_type.clone()]))
+                    Query::from(QueryItem::typed([event_type.clone()]))
                 } else {
                     Query::from(QueryItem::tagged([tag.clone()]))
                 };
@@ -355,7 +355,7 @@ async fn payload_conditions_exclude_each_other(
             async move {
                 // Readers guard on "book or reader", the query a lending decision reads.
                 let query = Query::from(
-                    QueryItem::types(["BookCopyLent", "BookCopyReturned"])
+                    QueryItem::typed(["BookCopyLent", "BookCopyReturned"])
                         .payload_any_of([("BookID", json!(book)), ("ReaderID", json!(reader))]),
                 );
                 barrier.wait().await;

@@ -75,7 +75,7 @@ fn subscribed(course: &str, student: &str) -> Event {
 /// The course's capacity (`None`: no such course), folded from its typed events.
 fn course_capacity(course: &str) -> Projection<Option<u32>> {
     Projection::new(
-        QueryItem::types(["CourseDefined", "CourseCapacityChanged"])
+        QueryItem::typed(["CourseDefined", "CourseCapacityChanged"])
             .tags([format!("course:{course}")]),
         None,
         |capacity, e| match CourseEvent::from_stored(e).expect("a course event") {
@@ -88,7 +88,7 @@ fn course_capacity(course: &str) -> Projection<Option<u32>> {
 
 fn course_subscriptions(course: &str) -> Projection<usize> {
     Projection::new(
-        QueryItem::types(["StudentSubscribedToCourse"]).tags([format!("course:{course}")]),
+        QueryItem::typed(["StudentSubscribedToCourse"]).tags([format!("course:{course}")]),
         0,
         |n, _| *n += 1,
     )
@@ -96,7 +96,7 @@ fn course_subscriptions(course: &str) -> Projection<usize> {
 
 fn student_subscriptions(student: &str) -> Projection<Vec<String>> {
     Projection::new(
-        QueryItem::types(["StudentSubscribedToCourse"]).tags([format!("student:{student}")]),
+        QueryItem::typed(["StudentSubscribedToCourse"]).tags([format!("student:{student}")]),
         Vec::new(),
         |courses, e| courses.push(e.payload["course"].as_str().unwrap_or_default().into()),
     )
@@ -335,7 +335,7 @@ async fn unique_username(
 // limit 1), guarded by the whole invoice boundary.
 
 async fn create_invoice(store: &AnyStore) -> u64 {
-    let invoices = Query::from(QueryItem::types(["InvoiceCreated"]));
+    let invoices = Query::from(QueryItem::typed(["InvoiceCreated"]));
     loop {
         let last = store
             .read(&invoices, ReadOptions::default().backwards().limit(1))
@@ -399,7 +399,7 @@ async fn confirm(store: &AnyStore, email: &str, token: &str) -> Result<(), Strin
         confirmed: bool,
     }
     let pending = Projection::new(
-        QueryItem::types(["SignUpInitiated", "SignUpConfirmed"]).tags([format!("otp:{token}")]),
+        QueryItem::typed(["SignUpInitiated", "SignUpConfirmed"]).tags([format!("otp:{token}")]),
         Pending::default(),
         |p, e| match e.event_type.as_str() {
             "SignUpInitiated" => p.email = e.payload["email"].as_str().map(String::from),

@@ -81,8 +81,8 @@ fn trusting_any_certificate() -> ClientConfig {
 async fn the_builder_connects_over_tls() {
     let url = common::database_url();
     let separator = if url.contains('?') { '&' } else { '?' };
-    let builder = PgEventStore::builder(&format!("{url}{separator}sslmode=require"))
-        .unwrap()
+    let url = format!("{url}{separator}sslmode=require");
+    let builder = PgEventStore::builder()
         .pool_size(2)
         .schema(&common::test_schema());
     let plain = common::store().await;
@@ -92,7 +92,7 @@ async fn the_builder_connects_over_tls() {
         ssl == "on"
     };
     let connected = builder
-        .connect_with_rustls(trusting_any_certificate())
+        .connect_with_rustls(&url, trusting_any_certificate())
         .await;
     if !server_has_tls {
         let err = connected.unwrap_err();

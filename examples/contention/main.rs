@@ -135,8 +135,8 @@ fn parse_args() -> Result<Args, String> {
         quick: false,
         ten_million: false,
         group: (
-            dcbstore::DEFAULT_MAX_GROUP_SIZE,
-            dcbstore::DEFAULT_GROUPS_IN_FLIGHT,
+            dcbstore::pg::DEFAULT_MAX_GROUP_SIZE,
+            dcbstore::pg::DEFAULT_GROUPS_IN_FLIGHT,
         ),
     };
     let mut writers_given = false;
@@ -384,23 +384,33 @@ async fn store_at(
     size: usize,
     (group, in_flight): (usize, usize),
 ) -> Result<PgEventStore, BoxError> {
-    Ok(PgEventStore::builder(url)?
+    Ok(PgEventStore::builder()
         .pool_size(size)
         .schema(schema)
         .max_group_size(group)
         .groups_in_flight(in_flight)
         .notifications(NOTIFY.load(std::sync::atomic::Ordering::Relaxed))
-        .connect()
+        .connect(url)
         .await?)
 }
 
 /// A store in `schema`, dropped and recreated.
 async fn fresh_store(url: &str, schema: &str, pool_size: usize) -> Result<PgEventStore, BoxError> {
     let defaults = (
-        dcbstore::DEFAULT_MAX_GROUP_SIZE,
-        dcbstore::DEFAULT_GROUPS_IN_FLIGHT,
+        dcbstore::pg::DEFAULT_MAX_GROUP_SIZE,
+        dcbstore::pg::DEFAULT_GROUPS_IN_FLIGHT,
     );
-    let store = store_at(url, schema, pool_size, defaults).await?;
+    fresh_grouped_store(url, schema, pool_size, defaults).await
+}
+
+/// Like [`fresh_store`], grouping appends as `group` says.
+async fn fresh_grouped_store(
+    url: &str,
+    schema: &str,
+    pool_size: usize,
+    group: (usize, usize),
+) -> Result<PgEventStore, BoxError> {
+    let store = store_at(url, schema, pool_size, group).await?;
     let client = store.pool().get().await?;
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
@@ -804,11 +814,7 @@ impl Bench {
             sizes.push(10_000_000);
         }
         let iterations = if self.args.quick { 20 } else { 200 };
-        let (group, in_flight) = self.args.group;
-        let store = fresh_store(&self.url, "bench_guard", 2)
-            .await?
-            .with_max_group_size(group)
-            .with_groups_in_flight(in_flight);
+        let store = fresh_grouped_store(&self.url, "bench_guard", 2, self.args.group).await?;
         let mut reports = Vec::new();
         let mut baseline: HashMap<(&str, &str), f64> = HashMap::new();
         let mut loaded = 0;
@@ -866,7 +872,7 @@ impl Bench {
     async fn read_throughput(&mut self) -> Result<Vec<Report>, BoxError> {
         let (store, in_store) = self.large_store().await?;
         let size = if self.args.quick { 10_000 } else { 1_000_000 };
-        let query = Query::from(QueryItem::types([
+        let query = Query::from(QueryItem::typed([
             "CourseDefined",
             "StudentSubscribed",
             "StudentUnsubscribed",
@@ -1084,7 +1090,7 @@ async fn main() -> Result<(), BoxError> {
         load(&raw, 1, args.events).await?;
         (contention, raw)
     } else {
-        let s = store_at(&url, dcbstore::DEFAULT_SCHEMA, 1, args.group).await?;
+        let s = store_at(&url, dcbstore::pg::DEFAULT_SCHEMA, 1, args.group).await?;
         (s.clone(), s)
     };
     let mut bench = Bench {

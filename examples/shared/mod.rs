@@ -21,7 +21,7 @@ pub fn database_url() -> Option<String> {
 
 /// A PostgreSQL store in `schema`, migrated.
 pub async fn postgres(url: &str, schema: &str) -> dcbstore::Result<PgEventStore> {
-    let store = PgEventStore::connect(url).await?.with_schema(schema)?;
+    let store = PgEventStore::builder().schema(schema).connect(url).await?;
     store.migrate().await?;
     Ok(store)
 }

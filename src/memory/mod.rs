@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::backend::{MEMORY_LABEL, MEMORY_NAME};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
@@ -15,7 +16,7 @@ use crate::feed::{Checkpoint, FeedEvent, FeedPage, Mark};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::snapshot::{MEMORY, ReadSnapshot, Snapshot};
+use crate::snapshot::{ReadSnapshot, Snapshot};
 use crate::store::{
     AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
     replay_or_duplicate,
@@ -237,7 +238,7 @@ impl MemoryEventStore {
     /// A page of the feed: appends are atomic under the store's lock, so every event up to the
     /// head is committed and position order is feed order.
     fn feed_now(&self, query: &Query, after: Option<Checkpoint>, limit: usize) -> Result<FeedPage> {
-        check_feed(query, after.as_ref(), limit, MEMORY)?;
+        check_feed(query, after.as_ref(), limit, MEMORY_NAME)?;
         let from = match after.map(|c| c.0) {
             Some(Mark::Memory { position }) => position,
             _ => 0, // checked above: no other backend's
@@ -271,7 +272,7 @@ impl MemoryEventStore {
         events: Vec<Event>,
         condition: Option<&AppendCondition>,
     ) -> Result<AppendResult> {
-        check_append(&events, condition, self.max_batch_size, MEMORY)?;
+        check_append(&events, condition, self.max_batch_size, MEMORY_NAME)?;
         let mut log = self.write_log();
         if events.iter().any(|e| log.ids.contains_key(&e.id)) {
             return replay_or_duplicate(&events, |id| {
@@ -345,7 +346,7 @@ impl EventStore for MemoryEventStore {
     ) -> impl Future<Output = Result<ReadResult>> + Send {
         let (store, query) = (self.clone(), query.clone());
         let items = query.items().len();
-        telemetry::instrument_read(telemetry::MEMORY, items, async move {
+        telemetry::instrument_read(MEMORY_LABEL, items, async move {
             store.read_now(query, options)
         })
     }
@@ -376,7 +377,7 @@ impl EventStore for MemoryEventStore {
     ) -> impl Future<Output = Result<AppendResult>> + Send {
         let (store, events): (_, Vec<Event>) = (self.clone(), events.into_iter().collect());
         let (count, guarded) = (events.len(), condition.is_some());
-        telemetry::instrument_append(telemetry::MEMORY, count, guarded, async move {
+        telemetry::instrument_append(MEMORY_LABEL, count, guarded, async move {
             store.append_now(events, condition.as_ref())
         })
     }

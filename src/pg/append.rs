@@ -14,14 +14,16 @@ use tracing::debug;
 use uuid::Uuid;
 
 use super::MAX_CACHED_STATEMENTS;
+use super::config::Config;
 use super::locks::LockPlan;
 use super::sql::{self, Guard, SchemaName, Statement};
+use crate::backend::POSTGRES_NAME;
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::feed::Checkpoint;
 use crate::snapshot::Snapshot;
-use crate::store::{AppendResult, replay_or_duplicate};
+use crate::store::{AppendResult, check_append, replay_or_duplicate};
 use crate::telemetry;
 
 /// An append checked and compiled (its lock plan), ready to run in a transaction. Its two
@@ -29,26 +31,68 @@ use crate::telemetry;
 /// when it is compiled): in a group, the union of the appends' locks replaces each one's lock
 /// statement, and one statement writes the unguarded appends.
 pub(super) struct CompiledAppend {
-    pub(super) schema: SchemaName,
-    pub(super) events: Vec<Event>,
+    schema: SchemaName,
+    events: Vec<Event>,
     /// The condition, checked: fits the backend (its `after` a bigint, its snapshot one of
     /// PostgreSQL's).
-    pub(super) condition: Option<AppendCondition>,
+    condition: Option<AppendCondition>,
     /// The advisory locks it takes.
-    pub(super) locks: LockPlan,
+    locks: LockPlan,
     /// The statement that takes them, once built.
-    pub(super) lock: OnceLock<Statement>,
+    lock: OnceLock<Statement>,
     /// Its insert (guarded when it has a condition), once built.
-    pub(super) insert: OnceLock<Statement>,
+    insert: OnceLock<Statement>,
     /// `BEGIN` with the store's time bounds.
-    pub(super) begin: Arc<str>,
+    begin: Arc<str>,
     /// `BEGIN` of a group-commit transaction: a shorter lock wait.
-    pub(super) group_begin: Arc<str>,
+    group_begin: Arc<str>,
     /// Whether its statements are prepared on the connection (else sent with their types).
-    pub(super) prepare: bool,
+    prepare: bool,
 }
 
 impl CompiledAppend {
+    /// `events` appended under `condition` to the store configured by `config`, checked
+    /// ([`check_append`]) and compiled. A guarded insert is built here, in the caller's task,
+    /// not in the group worker's, which would build the inserts of its whole group one after
+    /// the other.
+    pub(super) fn new(
+        config: &Config,
+        events: Vec<Event>,
+        condition: Option<AppendCondition>,
+    ) -> Result<Self> {
+        check_append(
+            &events,
+            condition.as_ref(),
+            config.max_batch_size,
+            POSTGRES_NAME,
+        )?;
+        let locks = LockPlan::new(
+            config.schema.as_str(),
+            &events,
+            condition.as_ref().map(|c| &c.fail_if_events_match),
+        );
+        let compiled = Self {
+            schema: config.schema.clone(),
+            events,
+            condition,
+            locks,
+            lock: OnceLock::new(),
+            insert: OnceLock::new(),
+            begin: config.begin.clone(),
+            group_begin: config.group_begin.clone(),
+            prepare: config.prepare,
+        };
+        if compiled.guarded() {
+            compiled.insert();
+        }
+        Ok(compiled)
+    }
+
+    /// How many advisory locks it takes.
+    pub(super) fn lock_count(&self) -> usize {
+        self.locks.len()
+    }
+
     /// Whether it has a condition.
     pub(super) fn guarded(&self) -> bool {
         self.condition.is_some()
@@ -123,9 +167,11 @@ impl CompiledAppend {
         let mut written = Vec::with_capacity(self.events.len());
         let mut last = None;
         let mut stored = HashMap::new();
-        let decode = Error::db("reading the written positions");
         for row in &rows {
-            let at = row.try_get::<_, i64>(position).map_err(&decode)? as u64;
+            let at = row
+                .try_get::<_, i64>(position)
+                .map_err(|e| Error::undecodable(0, e))? as u64;
+            let decode = |e| Error::undecodable(at, e);
             let tx: &str = row.try_get(tx).map_err(&decode)?;
             let tx = tx.parse().map_err(|_| Error::Decode {
                 position: at,
@@ -303,7 +349,7 @@ pub(super) async fn run_transaction(
     let mut rows: Vec<Vec<Row>> = appends.iter().map(|_| Vec::new()).collect();
     if merged.is_some() {
         let answer = answers.next().expect("an answer per statement");
-        let decode = Error::db("reading the written positions");
+        let decode = |e| Error::undecodable(0, e);
         for row in answer.map_err(|e| unguarded[0].1.insert_error(e))? {
             let append: i32 = row.try_get("append").map_err(&decode)?;
             rows[append as usize].push(row);

@@ -14,11 +14,11 @@ impl PgEventStore {
     /// # Errors
     ///
     /// [`Error::Database`] when the query fails;
-    /// [`InvalidInput::InvalidCheckpoint`](crate::InvalidInput::InvalidCheckpoint) when the
+    /// [`ParseProblem::Checkpoint`](crate::ParseProblem::Checkpoint) when the
     /// stored text is not a checkpoint.
     ///
     /// ```no_run
-    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
+    /// # async fn run(store: dcbstore::PgEventStore) -> Result<(), Box<dyn std::error::Error>> {
     /// let client = store.pool().get().await?;
     /// let from = store.load_checkpoint(&**client, "seats").await?;
     /// # Ok(())

@@ -6,7 +6,7 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::NoTls;
 use tracing::debug;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::telemetry;
 
 /// A connection taken from the pool for one call (a read, a stream, an append).
@@ -28,7 +28,7 @@ impl Lent {
         let object = pool.get().await;
         telemetry::pool_waited(started.elapsed());
         Ok(Self {
-            object: Some(object?),
+            object: Some(object.map_err(Error::pool)?),
         })
     }
 

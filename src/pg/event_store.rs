@@ -4,16 +4,17 @@ use std::future::Future;
 
 use futures::{StreamExt, TryStreamExt, stream};
 
+use super::append::CompiledAppend;
 use super::connection::Lent;
 use super::read::{decode, read_feed, read_seen, read_seen_prepared};
 use super::{PgEventStore, sql};
+use crate::backend::{POSTGRES_LABEL, POSTGRES_NAME};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::feed::{Checkpoint, FeedPage, Mark};
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::snapshot::POSTGRES;
 use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_feed};
 use crate::subscription::{SubscribeOptions, Subscription, follow_store};
 use crate::telemetry;
@@ -31,7 +32,7 @@ impl EventStore for PgEventStore {
         // A read of the whole query (a decision's) has one plan whatever its values: prepared.
         let prepared = (self.config.prepare && options.from.is_none() && options.limit.is_none())
             .then(|| self.config.read_begin.clone());
-        telemetry::instrument_read(telemetry::POSTGRES, items, async move {
+        telemetry::instrument_read(POSTGRES_LABEL, items, async move {
             let statement = statement?;
             let client = Lent::take(&pool).await?;
             let read = match prepared {
@@ -85,7 +86,7 @@ impl EventStore for PgEventStore {
             Some(Mark::Postgres { tx, position }) => (tx, position),
             _ => (0, 0),
         };
-        let statement = check_feed(query, after.as_ref(), limit, POSTGRES).and_then(|()| {
+        let statement = check_feed(query, after.as_ref(), limit, POSTGRES_NAME).and_then(|()| {
             let limit = u64::try_from(limit).unwrap_or(u64::MAX);
             Ok(sql::select_feed(
                 &self.config.schema,
@@ -111,11 +112,10 @@ impl EventStore for PgEventStore {
     ) -> impl Future<Output = Result<AppendResult>> + Send {
         let events: Vec<Event> = events.into_iter().collect();
         let (count, guarded) = (events.len(), condition.is_some());
-        let prepared = self.compile_append(events, condition);
+        let compiled = CompiledAppend::new(&self.config, events, condition);
         let (pool, group, changes) = (self.pool.clone(), self.group.clone(), self.changes.clone());
-        telemetry::instrument_append(telemetry::POSTGRES, count, guarded, async move {
-            let prepared = prepared?;
-            let outcome = group.append(&pool, prepared).await;
+        telemetry::instrument_append(POSTGRES_LABEL, count, guarded, async move {
+            let outcome = group.append(&pool, compiled?).await;
             changes.appended(&pool);
             outcome
         })

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::{Pool, PoolError};
+use deadpool_postgres::Pool;
 use futures::future::{self, Either, join_all};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -143,7 +143,7 @@ async fn work(
                     None => return,
                 },
             };
-            let mut locks = first.append.locks.len();
+            let mut locks = first.append.lock_count();
             let mut group = vec![first];
             while group.len() < max_appends {
                 let next = match held.pop_front() {
@@ -153,11 +153,11 @@ async fn work(
                         Err(_) => break,
                     },
                 };
-                if locks + next.append.locks.len() > MAX_GROUP_LOCKS {
+                if locks + next.append.lock_count() > MAX_GROUP_LOCKS {
                     held.push_front(next);
                     break;
                 }
-                locks += next.append.locks.len();
+                locks += next.append.lock_count();
                 group.push(next);
             }
             group
@@ -197,9 +197,9 @@ async fn run_group(pool: &Pool, mut group: Vec<Request>) {
             }
         }
         // No connection came in time: the appends alone would wait as long again, one by one.
-        Err(Error::Pool(PoolError::Timeout(timeout))) => {
+        Err(Error::Pool(timeout)) if timeout.is_pool_timeout() => {
             for reply in replies {
-                let _ = reply.send(Err(Error::Pool(PoolError::Timeout(timeout))));
+                let _ = reply.send(Err(Error::Pool(timeout.clone())));
             }
         }
         Err(e) => {

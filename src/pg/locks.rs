@@ -328,10 +328,10 @@ mod tests {
         let event = Event::new("Lent", json!({"BookID": "b1", "ReaderID": "r1", "n": 2}))
             .with_tags(["book:b1", "reader:r1"]);
         let queries = [
-            Query::from(QueryItem::types(["Lent"])),
+            Query::from(QueryItem::typed(["Lent"])),
             Query::from(QueryItem::tagged(["reader:r1", "book:b1"])),
             Query::from(
-                QueryItem::types(["Lent"])
+                QueryItem::typed(["Lent"])
                     .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("zz"))]),
             ),
             Query::from(QueryItem::new().payload_all_of([("n", json!(2.0))])),
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn non_enumerable_payload_predicates_fall_back_to_types_then_global() {
-        let nested = QueryItem::types(["A", "B"]).payload_all_of([(["x", "y"], json!(1))]);
+        let nested = QueryItem::typed(["A", "B"]).payload_all_of([(["x", "y"], json!(1))]);
         let keys = plan(&[], Some(&Query::from(nested)));
         let exclusive: Vec<i64> = keys.iter().filter(|(_, x)| **x).map(|(k, _)| *k).collect();
         assert_eq!(exclusive.len(), 2);

@@ -48,7 +48,7 @@ impl PgEventStore {
     /// Applies the DDL unless the schema is current; whether it did.
     async fn migrate_once(&self) -> Result<bool> {
         const CONTEXT: &str = "migrating the schema";
-        let mut client = self.pool.get().await?;
+        let mut client = self.pool.get().await.map_err(Error::pool)?;
         if self.schema_version(&**client).await? >= SCHEMA_VERSION {
             return Ok(false);
         }

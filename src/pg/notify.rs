@@ -156,20 +156,6 @@ impl Changes {
         }
     }
 
-    /// Wake-ups like these, for another store configuration (a task of their own each).
-    pub(super) fn renewed(
-        &self,
-        channel: Option<String>,
-        connect: Option<Connect>,
-        notify: Option<bool>,
-    ) -> Self {
-        Self::new(
-            channel.unwrap_or_else(|| self.channel.clone()),
-            connect.or_else(|| self.connect.clone()),
-            notify.unwrap_or(self.notify),
-        )
-    }
-
     pub(super) fn channel(&self) -> &str {
         &self.channel
     }

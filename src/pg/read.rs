@@ -5,23 +5,13 @@ use tokio_postgres::{GenericClient, Row, RowStream};
 
 use super::MAX_CACHED_STATEMENTS;
 use super::sql::Statement;
-use crate::error::{Error, Result, describe};
+use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::feed::{Checkpoint, FeedEvent, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{PgSnapshot, ReadSnapshot};
 use crate::store::ReadResult;
-
-/// A column of the row at `position` (0 when even that is unknown) the driver could not decode:
-/// its error and cause (e.g. what serde_json could not read) as message and source.
-fn undecodable(position: u64, e: tokio_postgres::Error) -> Error {
-    Error::Decode {
-        position,
-        message: describe(&e),
-        source: Some(e.into()),
-    }
-}
 
 /// A value the driver decoded but the store cannot read (e.g. a malformed snapshot).
 fn malformed(message: String) -> Error {
@@ -91,14 +81,14 @@ async fn collect_seen(rows: RowStream, query: Query, options: ReadOptions) -> Re
     let (mut snapshot, mut events) = (None, Vec::new());
     while let Some(row) = rows.try_next().await.map_err(&failed)? {
         if snapshot.is_none() {
-            let text: &str = row.try_get(0).map_err(|e| undecodable(0, e))?;
+            let text: &str = row.try_get(0).map_err(|e| Error::undecodable(0, e))?;
             snapshot = Some(
                 PgSnapshot::parse(text)
                     .ok_or_else(|| malformed(format!("unexpected snapshot {text:?}")))?,
             );
         }
         // The one row of a read that matched nothing has no event.
-        let position: Option<i64> = row.try_get(1).map_err(|e| undecodable(0, e))?;
+        let position: Option<i64> = row.try_get(1).map_err(|e| Error::undecodable(0, e))?;
         if position.is_some() {
             events.push(decode_at(&row, 1)?);
         }
@@ -125,9 +115,9 @@ pub(super) fn decode(row: &Row) -> Result<SequencedEvent> {
 
 /// Decodes the event whose columns ([`super::sql::COLUMNS`]) start at column `first`.
 fn decode_at(row: &Row, first: usize) -> Result<SequencedEvent> {
-    let position: i64 = row.try_get(first).map_err(|e| undecodable(0, e))?;
+    let position: i64 = row.try_get(first).map_err(|e| Error::undecodable(0, e))?;
     let position = position as u64;
-    let fail = |e| undecodable(position, e);
+    let fail = |e| Error::undecodable(position, e);
     Ok(SequencedEvent {
         position,
         event: Event {
@@ -163,11 +153,11 @@ pub(super) async fn read_feed<C: GenericClient>(
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         if head.is_none() {
-            let text: &str = row.try_get(0).map_err(|e| undecodable(0, e))?;
-            let held: bool = row.try_get(1).map_err(|e| undecodable(1, e))?;
+            let text: &str = row.try_get(0).map_err(|e| Error::undecodable(0, e))?;
+            let held: bool = row.try_get(1).map_err(|e| Error::undecodable(1, e))?;
             head = Some((number(text)?, held));
         }
-        let tx: Option<&str> = row.try_get(2).map_err(|e| undecodable(2, e))?;
+        let tx: Option<&str> = row.try_get(2).map_err(|e| Error::undecodable(2, e))?;
         if let Some(tx) = tx {
             let event = decode_at(row, 3)?;
             events.push(FeedEvent {

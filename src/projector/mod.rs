@@ -1,4 +1,4 @@
-//! Checkpointed projections: [`Projector`]s fed by a [`ProjectionRunner`], and [`rebuild`].
+//! Checkpointed projections: [`Projector`]s fed by a [`ProjectorRunner`], and [`rebuild`].
 //!
 //! A projector keeps its own checkpoint with its own state (a read model, a process manager's
 //! memory), written together: for a read model in PostgreSQL, in one transaction with
@@ -21,10 +21,10 @@ use crate::store::{AppendResult, EventStore};
 mod runner;
 mod tasks;
 
-pub use runner::{ProjectionHandle, ProjectionRunner};
+pub use runner::{ProjectorHandle, ProjectorRunner};
 
 /// What a projector's methods fail with: any error, kept as the source of
-/// [`Error::Projection`].
+/// [`Error::Projector`].
 pub type ProjectorError = BoxError;
 
 /// Something built from the events of a query, in feed order, that stores where it stands.
@@ -49,7 +49,7 @@ pub type ProjectorError = BoxError;
 ///         "seats"
 ///     }
 ///     fn query(&self) -> Query {
-///         Query::from(QueryItem::types(["StudentSubscribed"]))
+///         Query::from(QueryItem::typed(["StudentSubscribed"]))
 ///     }
 ///     async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
 ///         Ok(self.at)
@@ -121,10 +121,10 @@ impl<P: Projector> DynProjector for P {
     }
 }
 
-/// Where one projector (or one partition of one) stands: [`ProjectionHandle::status`].
+/// Where one projector (or one partition of one) stands: [`ProjectorHandle::status`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct ProjectionStatus {
+pub struct ProjectorStatus {
     /// The projector's name (for a partitioned one, the name of the partition).
     pub name: String,
     /// The checkpoint of the last event it applied in this run (`None`: none yet).
@@ -137,19 +137,19 @@ pub struct ProjectionStatus {
     /// that its query matches has been applied, and it has read past the others. `None` until
     /// its subscription has read anything. Compare it with an append's
     /// [`AppendResult::checkpoint`] ([`has_applied`](Self::has_applied)), or wait for it with
-    /// [`ProjectionHandle::wait_for`].
+    /// [`ProjectorHandle::wait_for`].
     pub through: Option<Checkpoint>,
     /// It had applied everything the store could deliver at the runner's last read: it is
     /// following the log, not catching up. For monitoring only: it says nothing about appends
     /// made after that read, so it can be `true` while an event appended a moment ago is still
     /// on its way. To wait until a read model includes an append, use
-    /// [`ProjectionHandle::wait_for`].
+    /// [`ProjectorHandle::wait_for`].
     pub caught_up: bool,
     /// It stopped on this failure (after its retries); the others go on.
     pub failure: Option<String>,
 }
 
-impl ProjectionStatus {
+impl ProjectorStatus {
     pub(crate) fn new(name: String) -> Self {
         Self {
             name,
@@ -167,7 +167,7 @@ impl ProjectionStatus {
     /// append to a store of the other backend.
     ///
     /// ```
-    /// # fn run(handle: &dcbstore::ProjectionHandle, written: &dcbstore::AppendResult) {
+    /// # fn run(handle: &dcbstore::ProjectorHandle, written: &dcbstore::AppendResult) {
     /// let behind = handle.status().into_iter().filter(|s| !s.has_applied(written)).count();
     /// # }
     /// ```
@@ -179,7 +179,7 @@ impl ProjectionStatus {
     /// last event it applied (`None` before the first).
     ///
     /// ```
-    /// # fn run(handle: &dcbstore::ProjectionHandle) {
+    /// # fn run(handle: &dcbstore::ProjectorHandle) {
     /// for status in handle.status() {
     ///     println!("{}: {:?} behind", status.name, status.lag());
     /// }
@@ -200,7 +200,7 @@ impl ProjectionStatus {
 ///
 /// # Errors
 ///
-/// [`Error::Projection`] when the projector fails; what [`EventStore::feed`] fails with.
+/// [`Error::Projector`] when the projector fails; what [`EventStore::feed`] fails with.
 ///
 /// ```
 /// # use dcbstore::{Checkpoint, FeedEvent, Projector, ProjectorError, Query};
@@ -231,8 +231,8 @@ pub async fn rebuild<S: EventStore, P: Projector>(
     batch_size: usize,
 ) -> Result<u64> {
     let name = projector.name().to_string();
-    let failed = |source| Error::Projection {
-        projection: name.clone(),
+    let failed = |source| Error::Projector {
+        projector: name.clone(),
         source,
     };
     projector.reset().await.map_err(failed)?;

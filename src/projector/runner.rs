@@ -1,4 +1,4 @@
-//! [`ProjectionRunner`]: projectors started on their tasks, and the [`ProjectionHandle`] that
+//! [`ProjectorRunner`]: projectors started on their tasks, and the [`ProjectorHandle`] that
 //! reads their status and stops them.
 
 use std::time::Duration;
@@ -7,8 +7,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::tasks::{Reader, Worker};
-use super::{DynProjector, ProjectionStatus, Projector};
-use crate::error::{Error, InvalidInput, Result};
+use super::{DynProjector, Projector, ProjectorStatus};
+use crate::error::{ArgumentProblem, ConfigProblem, Error, InvalidInput, Result};
 use crate::query::Query;
 use crate::retry::RetryPolicy;
 use crate::store::AppendResult;
@@ -32,7 +32,7 @@ struct Job {
 /// key keep their order, different keys are applied in parallel.
 ///
 /// ```
-/// use dcbstore::{Event, EventStore, MemoryEventStore, ProjectionRunner};
+/// use dcbstore::{Event, EventStore, MemoryEventStore, ProjectorRunner};
 /// # use dcbstore::{Checkpoint, FeedEvent, Projector, ProjectorError, Query};
 /// # #[derive(Default)] struct Count { n: usize, at: Option<Checkpoint> }
 /// # impl Projector for Count {
@@ -48,7 +48,7 @@ struct Job {
 /// # async fn main() -> dcbstore::Result<()> {
 /// let store = MemoryEventStore::new();
 /// store.append([Event::new("Ticked", serde_json::json!({}))], None).await?;
-/// let handle = ProjectionRunner::new(store.clone()).with(Count::default()).start()?;
+/// let handle = ProjectorRunner::new(store.clone()).with(Count::default()).start()?;
 /// while !handle.status().iter().all(|s| s.caught_up) {
 ///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 /// }
@@ -58,7 +58,7 @@ struct Job {
 /// # }
 /// ```
 #[must_use = "a runner does nothing until start"]
-pub struct ProjectionRunner<S> {
+pub struct ProjectorRunner<S> {
     store: S,
     jobs: Vec<Job>,
     batch_size: usize,
@@ -66,12 +66,12 @@ pub struct ProjectionRunner<S> {
     retry: RetryPolicy,
 }
 
-impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
+impl<S: EventStore + Clone + 'static> ProjectorRunner<S> {
     /// A runner on `store`, with no projector yet; batches of up to 100 events; a failed batch
     /// retried by [`RetryPolicy`]'s default policy before its projector stops.
     ///
     /// ```
-    /// let runner = dcbstore::ProjectionRunner::new(dcbstore::MemoryEventStore::new());
+    /// let runner = dcbstore::ProjectorRunner::new(dcbstore::MemoryEventStore::new());
     /// # drop(runner);
     /// ```
     pub fn new(store: S) -> Self {
@@ -88,7 +88,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     ///
     /// ```
     /// # fn run<P: dcbstore::Projector>(p: P) {
-    /// let runner = dcbstore::ProjectionRunner::new(dcbstore::MemoryEventStore::new()).with(p);
+    /// let runner = dcbstore::ProjectorRunner::new(dcbstore::MemoryEventStore::new()).with(p);
     /// # drop(runner);
     /// # }
     /// ```
@@ -109,7 +109,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     ///
     /// ```
     /// # fn run<P: dcbstore::Projector>(make: impl Fn(usize) -> P) {
-    /// let runner = dcbstore::ProjectionRunner::new(dcbstore::MemoryEventStore::new())
+    /// let runner = dcbstore::ProjectorRunner::new(dcbstore::MemoryEventStore::new())
     ///     .with_partitioned(4, "course:", make);
     /// # drop(runner);
     /// # }
@@ -134,7 +134,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     /// Batches of at most `size` events (at least 1): what one [`Projector::apply`] gets.
     ///
     /// ```
-    /// let runner = dcbstore::ProjectionRunner::new(dcbstore::MemoryEventStore::new()).batch_size(500);
+    /// let runner = dcbstore::ProjectorRunner::new(dcbstore::MemoryEventStore::new()).batch_size(500);
     /// # drop(runner);
     /// ```
     pub fn batch_size(mut self, size: usize) -> Self {
@@ -145,8 +145,8 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     /// How the projectors' subscriptions read and wait.
     ///
     /// ```
-    /// use dcbstore::{ProjectionRunner, MemoryEventStore, SubscribeOptions};
-    /// let runner = ProjectionRunner::new(MemoryEventStore::new()).subscribe_options(SubscribeOptions::default());
+    /// use dcbstore::{ProjectorRunner, MemoryEventStore, SubscribeOptions};
+    /// let runner = ProjectorRunner::new(MemoryEventStore::new()).subscribe_options(SubscribeOptions::default());
     /// # drop(runner);
     /// ```
     pub fn subscribe_options(mut self, options: SubscribeOptions) -> Self {
@@ -157,8 +157,8 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     /// How often a failed batch is tried again before its projector stops.
     ///
     /// ```
-    /// use dcbstore::{MemoryEventStore, ProjectionRunner, RetryPolicy};
-    /// let runner = ProjectionRunner::new(MemoryEventStore::new())
+    /// use dcbstore::{MemoryEventStore, ProjectorRunner, RetryPolicy};
+    /// let runner = ProjectorRunner::new(MemoryEventStore::new())
     ///     .retry(RetryPolicy { max_attempts: 1, ..RetryPolicy::default() });
     /// # drop(runner);
     /// ```
@@ -171,7 +171,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     ///
     /// # Errors
     ///
-    /// [`InvalidInput::DuplicateProjector`](crate::InvalidInput::DuplicateProjector) when two
+    /// [`ConfigProblem::DuplicateProjector`] when two
     /// projectors (or partitions) have the same name; nothing is started.
     ///
     /// # Panics
@@ -181,16 +181,17 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> dcbstore::Result<()> {
-    /// let handle = dcbstore::ProjectionRunner::new(dcbstore::MemoryEventStore::new()).start()?;
+    /// let handle = dcbstore::ProjectorRunner::new(dcbstore::MemoryEventStore::new()).start()?;
     /// handle.shutdown().await?;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn start(self) -> Result<ProjectionHandle> {
+    pub fn start(self) -> Result<ProjectorHandle> {
         let mut names = std::collections::HashSet::new();
         for worker in self.jobs.iter().flat_map(|j| &j.workers) {
             if !names.insert(worker.name()) {
-                return Err(InvalidInput::DuplicateProjector(worker.name().to_string()).into());
+                let name = worker.name().to_string();
+                return Err(InvalidInput::from(ConfigProblem::DuplicateProjector(name)).into());
             }
         }
         let (stop, stopped) = watch::channel(false);
@@ -202,7 +203,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
             let mut job_statuses = Vec::new();
             for worker in job.workers {
                 let name = worker.name().to_string();
-                let (status, watched) = watch::channel(ProjectionStatus::new(name));
+                let (status, watched) = watch::channel(ProjectorStatus::new(name));
                 statuses.push(watched);
                 job_statuses.push(status.clone());
                 let (sender, deliveries) = mpsc::channel(2);
@@ -226,7 +227,7 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
             };
             tasks.push(tokio::spawn(reader.run(senders, outputs)));
         }
-        Ok(ProjectionHandle {
+        Ok(ProjectorHandle {
             stop,
             tasks,
             statuses,
@@ -234,23 +235,23 @@ impl<S: EventStore + Clone + 'static> ProjectionRunner<S> {
     }
 }
 
-/// The running projectors of a [`ProjectionRunner`].
+/// The running projectors of a [`ProjectorRunner`].
 #[derive(Debug)]
-pub struct ProjectionHandle {
+pub struct ProjectorHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<()>>>,
-    statuses: Vec<watch::Receiver<ProjectionStatus>>,
+    statuses: Vec<watch::Receiver<ProjectorStatus>>,
 }
 
-impl ProjectionHandle {
+impl ProjectorHandle {
     /// Where each projector (each partition) stands now.
     ///
     /// ```
-    /// # fn run(handle: &dcbstore::ProjectionHandle) {
+    /// # fn run(handle: &dcbstore::ProjectorHandle) {
     /// let failed: Vec<_> = handle.status().into_iter().filter(|s| s.failure.is_some()).collect();
     /// # }
     /// ```
-    pub fn status(&self) -> Vec<ProjectionStatus> {
+    pub fn status(&self) -> Vec<ProjectorStatus> {
         self.statuses.iter().map(|s| s.borrow().clone()).collect()
     }
 
@@ -259,7 +260,7 @@ impl ProjectionHandle {
     /// it returns `Ok`, a read model built by these projectors includes the append (and every
     /// event before it in feed order), so a request that has just appended can answer from it.
     ///
-    /// It compares each projector's [`ProjectionStatus::through`] with
+    /// It compares each projector's [`ProjectorStatus::through`] with
     /// [`AppendResult::checkpoint`], which is exact on both backends: on PostgreSQL an append
     /// is delivered once every transaction that began before it has ended (see
     /// [`EventStore::feed`](crate::EventStore::feed)), so a long transaction elsewhere delays
@@ -267,15 +268,15 @@ impl ProjectionHandle {
     ///
     /// # Errors
     ///
-    /// - [`Error::ProjectionBehind`], carrying the status of the projector that had not got
+    /// - [`Error::ProjectorBehind`], carrying the status of the projector that had not got
     ///   there, when `timeout` passes first (retryable: waiting again can succeed);
-    /// - [`Error::Projection`] at once when a projector has stopped on a failure, or stopped
+    /// - [`Error::Projector`] at once when a projector has stopped on a failure, or stopped
     ///   before it got there;
-    /// - [`InvalidInput::ForeignCheckpoint`] for an append to a store of the other backend.
+    /// - [`ArgumentProblem::ForeignCheckpoint`] for an append to a store of the other backend.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use dcbstore::{Event, EventStore, MemoryEventStore, ProjectionRunner};
+    /// use dcbstore::{Event, EventStore, MemoryEventStore, ProjectorRunner};
     /// # use dcbstore::{Checkpoint, FeedEvent, Projector, ProjectorError, Query};
     /// # #[derive(Default)] struct Count { n: std::sync::Arc<std::sync::atomic::AtomicUsize>, at: Option<Checkpoint> }
     /// # impl Projector for Count {
@@ -293,7 +294,7 @@ impl ProjectionHandle {
     /// let store = MemoryEventStore::new();
     /// let count = Count::default();
     /// let seen = count.n.clone();
-    /// let handle = ProjectionRunner::new(store.clone()).with(count).start()?;
+    /// let handle = ProjectorRunner::new(store.clone()).with(count).start()?;
     /// let written = store.append([Event::new("Ticked", serde_json::json!({}))], None).await?;
     /// handle.wait_for(&written, Duration::from_secs(5)).await?;
     /// assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -307,7 +308,7 @@ impl ProjectionHandle {
         for status in &self.statuses {
             let mut status = status.clone();
             // Applied, stopped, or of the other backend: nothing more to wait for.
-            let settled = |s: &ProjectionStatus| {
+            let settled = |s: &ProjectorStatus| {
                 s.has_applied(append)
                     || s.failure.is_some()
                     || s.through.is_some_and(|t| t.backend() != target.backend())
@@ -320,24 +321,24 @@ impl ProjectionHandle {
                 continue;
             }
             if timed_out {
-                return Err(Error::ProjectionBehind {
+                return Err(Error::ProjectorBehind {
                     waited: timeout,
                     target,
                     status: Box::new(now),
                 });
             }
             if let Some(through) = now.through.filter(|t| t.backend() != target.backend()) {
-                return Err(InvalidInput::ForeignCheckpoint {
+                let foreign = ArgumentProblem::ForeignCheckpoint {
                     expected: through.backend(),
                     found: target.backend(),
-                }
-                .into());
+                };
+                return Err(InvalidInput::from(foreign).into());
             }
             let failure = now
                 .failure
                 .unwrap_or_else(|| format!("it stopped before it applied the append at {target}"));
-            return Err(Error::Projection {
-                projection: now.name,
+            return Err(Error::Projector {
+                projector: now.name,
                 source: failure.into(),
             });
         }
@@ -348,11 +349,11 @@ impl ProjectionHandle {
     ///
     /// # Errors
     ///
-    /// The first failure that stopped a projector ([`Error::Projection`] or a subscription's
+    /// The first failure that stopped a projector ([`Error::Projector`] or a subscription's
     /// failure).
     ///
     /// ```
-    /// # async fn run(handle: dcbstore::ProjectionHandle) -> dcbstore::Result<()> {
+    /// # async fn run(handle: dcbstore::ProjectorHandle) -> dcbstore::Result<()> {
     /// handle.shutdown().await?;
     /// # Ok(())
     /// # }
@@ -372,8 +373,8 @@ pub(super) async fn first_failure(
 ) -> Result<()> {
     for task in tasks {
         let outcome = task.await.unwrap_or_else(|e| {
-            Err(Error::Projection {
-                projection: what.into(),
+            Err(Error::Projector {
+                projector: what.into(),
                 source: e.into(),
             })
         });

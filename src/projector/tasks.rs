@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::runner::first_failure;
-use super::{DynProjector, ProjectionStatus, ProjectorError};
+use super::{DynProjector, ProjectorError, ProjectorStatus};
 use crate::error::{Error, Result};
 use crate::feed::{Checkpoint, FeedEvent};
 use crate::fnv;
@@ -29,7 +29,7 @@ pub(super) struct Reader<S> {
     pub(super) key_prefix: String,
     pub(super) stopped: watch::Receiver<bool>,
     /// Its workers' statuses, to record a failure of the subscription that stops them all.
-    pub(super) statuses: Vec<watch::Sender<ProjectionStatus>>,
+    pub(super) statuses: Vec<watch::Sender<ProjectorStatus>>,
 }
 
 /// What a reader hands a worker: the worker's events of the batch (possibly none), and how far
@@ -198,7 +198,7 @@ fn key_hash(event: &FeedEvent, prefix: &str) -> u64 {
 /// Applies one projector's (or partition's) batches.
 pub(super) struct Worker {
     pub(super) projector: Box<dyn DynProjector>,
-    pub(super) status: watch::Sender<ProjectionStatus>,
+    pub(super) status: watch::Sender<ProjectorStatus>,
     pub(super) retry: RetryPolicy,
 }
 
@@ -257,8 +257,8 @@ impl Worker {
         tracing::error!(projection = self.projector.name(), error = %source, "a projection stopped");
         self.status
             .send_modify(|s| s.failure = Some(source.to_string()));
-        Error::Projection {
-            projection: self.projector.name().to_string(),
+        Error::Projector {
+            projector: self.projector.name().to_string(),
             source,
         }
     }

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::error::InvalidInput;
+use crate::error::{InvalidInput, QueryProblem};
 use crate::event::{Event, SequencedEvent};
 use crate::jsonb::{jsonb_contains, scalar_eq};
 use crate::limits::MAX_QUERY_CLAUSES;
@@ -24,9 +24,9 @@ pub use payload::{PayloadPath, PayloadPredicate};
 /// use serde_json::json;
 ///
 /// let query = Query::from_items([
-///     QueryItem::types(["BookCopyLentToReader", "BookCopyReturnedByReader"])
+///     QueryItem::typed(["BookCopyLentToReader", "BookCopyReturnedByReader"])
 ///         .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
-///     QueryItem::types(["CourseDefined"]).tags(["course:c1"]),
+///     QueryItem::typed(["CourseDefined"]).tags(["course:c1"]),
 /// ]);
 /// assert_eq!(query.items().len(), 2);
 /// assert!(query.validate().is_ok());
@@ -56,7 +56,7 @@ impl Query {
     ///
     /// ```
     /// use dcbstore::{Query, QueryItem};
-    /// let q = Query::from_items([QueryItem::types(["A"]), QueryItem::tagged(["t:1"])]);
+    /// let q = Query::from_items([QueryItem::typed(["A"]), QueryItem::tagged(["t:1"])]);
     /// assert_eq!(q.items().len(), 2);
     /// ```
     pub fn from_items(items: impl IntoIterator<Item = QueryItem>) -> Self {
@@ -105,7 +105,7 @@ impl Query {
     ///
     /// ```
     /// use dcbstore::{Query, QueryItem};
-    /// let q = Query::from(QueryItem::types(["A"])).or(QueryItem::types(["B"]));
+    /// let q = Query::from(QueryItem::typed(["A"])).or(QueryItem::typed(["B"]));
     /// assert_eq!(q.items().len(), 2);
     /// ```
     pub fn or(mut self, item: QueryItem) -> Self {
@@ -139,7 +139,7 @@ impl Query {
     /// `true` for [`Query::all`].
     ///
     /// ```
-    /// assert!(!dcbstore::Query::from(dcbstore::QueryItem::types(["A"])).is_all());
+    /// assert!(!dcbstore::Query::from(dcbstore::QueryItem::typed(["A"])).is_all());
     /// ```
     pub fn is_all(&self) -> bool {
         self.all
@@ -169,7 +169,7 @@ impl Query {
     /// use dcbstore::{Event, Query, QueryItem, SequencedEvent};
     /// use serde_json::json;
     ///
-    /// let query = Query::from(QueryItem::types(["Lent"]).payload_all_of([("BookID", json!("b1"))]));
+    /// let query = Query::from(QueryItem::typed(["Lent"]).payload_all_of([("BookID", json!("b1"))]));
     /// let event = SequencedEvent {
     ///     position: 1,
     ///     occurred_at: time::OffsetDateTime::now_utc(),
@@ -196,16 +196,19 @@ impl Query {
     /// The [`InvalidInput`] case that describes the first problem found.
     ///
     /// ```
-    /// use dcbstore::{InvalidInput, Query, QueryItem};
-    /// assert_eq!(Query::from_items([]).validate(), Err(InvalidInput::EmptyQuery));
+    /// use dcbstore::{InvalidInput, Query, QueryItem, QueryProblem};
+    /// assert_eq!(
+    ///     Query::from_items([]).validate(),
+    ///     Err(InvalidInput::Query { item: None, problem: QueryProblem::Empty })
+    /// );
     /// assert_eq!(
     ///     Query::from_items([QueryItem::new()]).validate(),
-    ///     Err(InvalidInput::EmptyQueryItem { item: 0 })
+    ///     Err(InvalidInput::Query { item: Some(0), problem: QueryProblem::ConstrainsNothing })
     /// );
     /// ```
     pub fn validate(&self) -> Result<(), InvalidInput> {
         if !self.all && self.items.is_empty() {
-            return Err(InvalidInput::EmptyQuery);
+            return Err(InvalidInput::query(QueryProblem::Empty));
         }
         let clauses: usize = self
             .items
@@ -213,10 +216,10 @@ impl Query {
             .map(|i| 1 + i.all_of.len() + i.any_of.as_ref().map_or(0, Vec::len))
             .sum();
         if clauses > MAX_QUERY_CLAUSES {
-            return Err(InvalidInput::QueryTooLarge {
+            return Err(InvalidInput::query(QueryProblem::TooLarge {
                 clauses,
                 max: MAX_QUERY_CLAUSES,
-            });
+            }));
         }
         for bound in [self.occurred_from, self.occurred_before]
             .into_iter()
@@ -230,7 +233,7 @@ impl Query {
         if let (Some(from), Some(before)) = (self.occurred_from, self.occurred_before)
             && from >= before
         {
-            return Err(InvalidInput::EmptyTimeRange);
+            return Err(InvalidInput::query(QueryProblem::EmptyTimeRange));
         }
         Ok(())
     }
@@ -252,7 +255,7 @@ impl From<QueryItem> for Query {
 /// use dcbstore::QueryItem;
 /// use serde_json::json;
 ///
-/// let item = QueryItem::types(["StudentSubscribedToCourse"])
+/// let item = QueryItem::typed(["StudentSubscribedToCourse"])
 ///     .tags(["course:c1"])
 ///     .payload_all_of([(["student", "country"], json!("NL"))])
 ///     .payload_any_of([("level", json!(1)), ("level", json!(2))]);
@@ -281,15 +284,15 @@ impl QueryItem {
     /// An item matching events of any of `types`.
     ///
     /// ```
-    /// let item = dcbstore::QueryItem::types(["A", "B"]);
+    /// let item = dcbstore::QueryItem::typed(["A", "B"]);
     /// assert_eq!(item.type_list(), Some(&["A".to_string(), "B".to_string()][..]));
     /// ```
-    pub fn types<I, S>(types: I) -> Self
+    pub fn typed<I, S>(types: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::new().with_types(types)
+        Self::new().types(types)
     }
 
     /// An item matching events that carry all of `tags`.
@@ -309,10 +312,10 @@ impl QueryItem {
     /// Adds event types to the item's "type is one of" list.
     ///
     /// ```
-    /// let item = dcbstore::QueryItem::tagged(["t:1"]).with_types(["A"]);
+    /// let item = dcbstore::QueryItem::tagged(["t:1"]).types(["A"]);
     /// assert_eq!(item.type_list().unwrap().len(), 1);
     /// ```
-    pub fn with_types<I, S>(mut self, types: I) -> Self
+    pub fn types<I, S>(mut self, types: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -330,7 +333,7 @@ impl QueryItem {
     /// Adds tags the event must all carry.
     ///
     /// ```
-    /// let item = dcbstore::QueryItem::types(["A"]).tags(["a:1", "b:2"]);
+    /// let item = dcbstore::QueryItem::typed(["A"]).tags(["a:1", "b:2"]);
     /// assert_eq!(item.tag_list().len(), 2);
     /// ```
     pub fn tags<I, S>(mut self, tags: I) -> Self
@@ -351,7 +354,7 @@ impl QueryItem {
     ///
     /// ```
     /// use serde_json::json;
-    /// let item = dcbstore::QueryItem::types(["A"]).payload_all_of([("BookID", json!("b1"))]);
+    /// let item = dcbstore::QueryItem::typed(["A"]).payload_all_of([("BookID", json!("b1"))]);
     /// assert_eq!(item.all_of().len(), 1);
     /// ```
     pub fn payload_all_of<I, P>(mut self, predicates: I) -> Self
@@ -367,7 +370,7 @@ impl QueryItem {
     ///
     /// ```
     /// use serde_json::json;
-    /// let item = dcbstore::QueryItem::types(["A"])
+    /// let item = dcbstore::QueryItem::typed(["A"])
     ///     .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]);
     /// assert_eq!(item.any_of().unwrap().len(), 2);
     /// ```
@@ -386,7 +389,7 @@ impl QueryItem {
     ///
     /// ```
     /// use serde_json::json;
-    /// let item = dcbstore::QueryItem::types(["A"]).payload_contains(json!({"course": {"id": "c1"}}));
+    /// let item = dcbstore::QueryItem::typed(["A"]).payload_contains(json!({"course": {"id": "c1"}}));
     /// assert_eq!(item.all_of()[0].containment(), json!({"course": {"id": "c1"}}));
     /// ```
     pub fn payload_contains(self, object: Value) -> Self {
@@ -405,7 +408,7 @@ impl QueryItem {
     /// The tags every matching event carries.
     ///
     /// ```
-    /// assert!(dcbstore::QueryItem::types(["A"]).tag_list().is_empty());
+    /// assert!(dcbstore::QueryItem::typed(["A"]).tag_list().is_empty());
     /// ```
     pub fn tag_list(&self) -> &[String] {
         &self.tags
@@ -414,7 +417,7 @@ impl QueryItem {
     /// The payload predicates that must all hold.
     ///
     /// ```
-    /// assert!(dcbstore::QueryItem::types(["A"]).all_of().is_empty());
+    /// assert!(dcbstore::QueryItem::typed(["A"]).all_of().is_empty());
     /// ```
     pub fn all_of(&self) -> &[PayloadPredicate] {
         &self.all_of
@@ -423,7 +426,7 @@ impl QueryItem {
     /// The payload predicates of which one must hold, `None` when not constrained.
     ///
     /// ```
-    /// assert!(dcbstore::QueryItem::types(["A"]).any_of().is_none());
+    /// assert!(dcbstore::QueryItem::typed(["A"]).any_of().is_none());
     /// ```
     pub fn any_of(&self) -> Option<&[PayloadPredicate]> {
         self.any_of.as_deref()
@@ -435,7 +438,7 @@ impl QueryItem {
     /// use dcbstore::{Event, QueryItem};
     /// use serde_json::json;
     ///
-    /// let item = QueryItem::types(["Subscribed"]).tags(["course:c1"]);
+    /// let item = QueryItem::typed(["Subscribed"]).tags(["course:c1"]);
     /// let event = Event::new("Subscribed", json!({})).with_tags(["course:c1", "student:s1"]);
     /// assert!(item.matches(&event));
     /// assert!(!item.matches(&Event::new("Subscribed", json!({}))));
@@ -456,16 +459,18 @@ impl QueryItem {
     }
 
     fn validate(&self, item: usize) -> Result<(), InvalidInput> {
-        let contradiction = |reason: &str| InvalidInput::ContradictoryQueryItem {
-            item,
-            reason: reason.to_string(),
+        let contradiction = |reason: &str| {
+            let reason = reason.to_string();
+            InvalidInput::item(item, QueryProblem::Contradictory { reason })
         };
+        let value =
+            |field| move |problem| InvalidInput::item(item, QueryProblem::Value { field, problem });
         if self.types.is_none()
             && self.tags.is_empty()
             && self.all_of.is_empty()
             && self.any_of.is_none()
         {
-            return Err(InvalidInput::EmptyQueryItem { item });
+            return Err(InvalidInput::item(item, QueryProblem::ConstrainsNothing));
         }
         if let Some(types) = &self.types {
             if types.is_empty() {
@@ -475,14 +480,14 @@ impl QueryItem {
                 if t.is_empty() {
                     return Err(contradiction("it asks for the empty event type"));
                 }
-                validate::no_nul(t, || format!("query item #{item}: event type"))?;
+                validate::no_nul(t).map_err(value("event type"))?;
             }
         }
         for t in &self.tags {
             if t.is_empty() {
                 return Err(contradiction("it asks for the empty tag"));
             }
-            validate::no_nul(t, || format!("query item #{item}: tag"))?;
+            validate::no_nul(t).map_err(value("tag"))?;
         }
         if self.any_of.as_ref().is_some_and(Vec::is_empty) {
             return Err(contradiction(

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::InvalidInput;
+use crate::error::{InvalidInput, QueryProblem};
 use crate::validate;
 
 /// Where in the payload a [`PayloadPredicate`] looks: a sequence of object keys.
@@ -131,20 +131,21 @@ impl PayloadPredicate {
     }
 
     pub(super) fn validate(&self, item: usize) -> Result<(), InvalidInput> {
+        let value =
+            |field| move |problem| InvalidInput::item(item, QueryProblem::Value { field, problem });
         for k in &self.path.0 {
-            validate::no_nul(k, || format!("query item #{item}: payload path"))?;
+            validate::no_nul(k).map_err(value("payload path"))?;
         }
-        validate::json(&self.value, &|| {
-            format!("query item #{item}: payload predicate value")
-        })?;
+        validate::json(&self.value).map_err(value("payload predicate value"))?;
         if self.path.0.is_empty() && !self.value.is_object() {
-            return Err(InvalidInput::ContradictoryQueryItem {
+            let reason = format!(
+                "a payload is a JSON object and cannot contain {} at its root",
+                validate::kind(&self.value)
+            );
+            return Err(InvalidInput::item(
                 item,
-                reason: format!(
-                    "a payload is a JSON object and cannot contain {} at its root",
-                    validate::kind(&self.value)
-                ),
-            });
+                QueryProblem::Contradictory { reason },
+            ));
         }
         Ok(())
     }

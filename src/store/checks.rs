@@ -2,7 +2,7 @@
 //! append whose ids are stored already.
 
 use crate::condition::AppendCondition;
-use crate::error::{Error, InvalidInput, Result};
+use crate::error::{ArgumentProblem, Error, InvalidInput, Result};
 use crate::event::{Event, validate_batch};
 use crate::feed::Checkpoint;
 use crate::options::ReadOptions;
@@ -54,7 +54,7 @@ pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), Inv
     if let Some(limit) = options.limit
         && i64::try_from(limit).is_err()
     {
-        return Err(InvalidInput::LimitOutOfRange(limit));
+        return Err(ArgumentProblem::LimitOutOfRange(limit).into());
     }
     Ok(())
 }
@@ -74,10 +74,11 @@ pub(crate) fn check_append(
         if let Some(found) = c.snapshot.as_ref().map(ReadSnapshot::backend)
             && found != backend
         {
-            return Err(InvalidInput::ForeignSnapshot {
+            return Err(ArgumentProblem::ForeignSnapshot {
                 expected: backend,
                 found,
-            });
+            }
+            .into());
         }
     }
     Ok(())
@@ -92,16 +93,16 @@ pub(crate) fn check_feed(
 ) -> Result<()> {
     query.validate()?;
     if limit == 0 {
-        return Err(InvalidInput::ZeroFeedLimit.into());
+        return Err(InvalidInput::from(ArgumentProblem::ZeroFeedLimit).into());
     }
     if let Some(found) = after.map(Checkpoint::backend)
         && found != backend
     {
-        return Err(InvalidInput::ForeignCheckpoint {
+        let foreign = ArgumentProblem::ForeignCheckpoint {
             expected: backend,
             found,
-        }
-        .into());
+        };
+        return Err(InvalidInput::from(foreign).into());
     }
     Ok(())
 }

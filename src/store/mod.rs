@@ -229,7 +229,7 @@ pub trait EventStore: Send + Sync {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> dcbstore::Result<()> {
     /// let store = MemoryEventStore::new();
-    /// let courses = Query::from(QueryItem::types(["CourseDefined"]));
+    /// let courses = Query::from(QueryItem::typed(["CourseDefined"]));
     /// let mut live = store.subscribe(&courses, None, SubscribeOptions::default());
     /// let writer = store.clone();
     /// tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! What reads and appends return: [`ReadResult`] and [`AppendResult`].
 
 use crate::condition::AppendCondition;
-use crate::error::{InvalidInput, Result};
+use crate::error::{ArgumentProblem, InvalidInput, Result};
 use crate::event::SequencedEvent;
 use crate::feed::Checkpoint;
 use crate::options::ReadOptions;
@@ -62,7 +62,7 @@ impl ReadResult {
     ///
     /// # Errors
     ///
-    /// [`InvalidInput::IncompleteRead`] for a forward read that stopped at its limit: it did not
+    /// [`ArgumentProblem::IncompleteRead`](crate::ArgumentProblem::IncompleteRead) for a forward read that stopped at its limit: it did not
     /// see the rest of its query, so the condition would fail whenever there is more.
     ///
     /// ```
@@ -89,7 +89,7 @@ impl ReadResult {
             if let Some(limit) = self.options.limit
                 && self.events.len() as u64 >= limit
             {
-                return Err(InvalidInput::IncompleteRead { limit }.into());
+                return Err(InvalidInput::from(ArgumentProblem::IncompleteRead { limit }).into());
             }
             let before_start = self.options.from.map(|from| from.saturating_sub(1));
             self.last_position().or(before_start.filter(|p| *p > 0))
@@ -221,7 +221,7 @@ impl ReadResult {
     /// # async fn main() -> dcbstore::Result<()> {
     /// # let store = MemoryEventStore::new();
     /// # store.append([Event::new("A", serde_json::json!({}))], None).await?;
-    /// let none = Query::from(dcbstore::QueryItem::types(["B"]));
+    /// let none = Query::from(dcbstore::QueryItem::typed(["B"]));
     /// assert!(store.read(&none, ReadOptions::default()).await?.is_empty());
     /// # Ok(())
     /// # }
@@ -303,7 +303,7 @@ impl AppendResult {
 
     /// Where the append stands in feed order: the [`Checkpoint`] of its last event there. A
     /// consumer that has passed it has seen every event of the append. This is what
-    /// [`ProjectionHandle::wait_for`](crate::ProjectionHandle::wait_for) and
+    /// [`ProjectorHandle::wait_for`](crate::ProjectorHandle::wait_for) and
     /// [`Subscription::has_delivered`](crate::Subscription::has_delivered) compare against, so
     /// that a caller who has just appended can answer from a read model that includes its own
     /// append (read-your-writes).

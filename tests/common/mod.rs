@@ -11,8 +11,8 @@ use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod}
 use dcbstore::tokio_postgres::{self, NoTls};
 use dcbstore::{
     AppendCondition, AppendResult, Checkpoint, Event, EventStore, EventStream, FeedPage,
-    MemoryEventStore, PgEventStore, Query, ReadOptions, ReadResult, SequencedEvent,
-    SubscribeOptions, Subscription,
+    MemoryEventStore, PgEventStore, PgEventStoreBuilder, Query, ReadOptions, ReadResult,
+    SequencedEvent, SubscribeOptions, Subscription,
 };
 
 /// PostgreSQL image for testcontainers: pinned, current.
@@ -79,8 +79,9 @@ pub async fn store() -> PgEventStore {
 
 /// Like [`store`], with a pool of `size` connections (for races on separate connections).
 pub async fn store_with_pool(size: usize) -> PgEventStore {
-    let store = PgEventStore::from_pool(pool(size))
-        .with_schema(&test_schema())
+    let store = PgEventStore::builder()
+        .schema(&test_schema())
+        .from_pool(pool(size))
         .expect("a valid schema name");
     emptied(store).await
 }
@@ -90,11 +91,10 @@ pub async fn store_with_pool(size: usize) -> PgEventStore {
 pub async fn built_store_in(schema: &str, application: &str) -> PgEventStore {
     let url = database_url();
     let separator = if url.contains('?') { '&' } else { '?' };
-    PgEventStore::builder(&format!("{url}{separator}application_name={application}"))
-        .expect("a valid DATABASE_URL")
+    PgEventStore::builder()
         .schema(schema)
         .pool_size(8)
-        .connect()
+        .connect(&format!("{url}{separator}application_name={application}"))
         .await
         .expect("a store on the test server")
 }
@@ -120,8 +120,9 @@ pub async fn emptied(store: PgEventStore) -> PgEventStore {
 
 /// A second store on the schema `schema` (already migrated), with a pool of its own.
 pub async fn store_with_pool_in(size: usize, schema: &str) -> PgEventStore {
-    PgEventStore::from_pool(pool(size))
-        .with_schema(schema)
+    PgEventStore::builder()
+        .schema(schema)
+        .from_pool(pool(size))
         .expect("a valid schema name")
 }
 
@@ -206,9 +207,16 @@ impl AnyStore {
     /// Like [`AnyStore::new`], with a batch size limit.
     pub async fn with_max_batch_size(backend: Backend, max: usize) -> Self {
         match backend {
-            Backend::Postgres => {
-                AnyStore::Postgres(store_with_pool(40).await.with_max_batch_size(max))
-            }
+            Backend::Postgres => AnyStore::Postgres(
+                emptied(
+                    PgEventStore::builder()
+                        .schema(&test_schema())
+                        .max_batch_size(max)
+                        .from_pool(pool(40))
+                        .expect("a valid schema name"),
+                )
+                .await,
+            ),
             Backend::Memory => AnyStore::Memory(MemoryEventStore::new().with_max_batch_size(max)),
         }
     }
@@ -292,4 +300,15 @@ impl EventStore for AnyStore {
             AnyStore::Memory(s) => s.subscribe(query, after, options),
         }
     }
+}
+
+/// Another store over `store`'s pool and schema, with the settings `configure` gives (a store's
+/// settings do not change once it is built).
+pub fn reconfigured(
+    store: &PgEventStore,
+    configure: impl FnOnce(PgEventStoreBuilder) -> PgEventStoreBuilder,
+) -> PgEventStore {
+    configure(PgEventStore::builder().schema(store.schema()))
+        .from_pool(store.pool().clone())
+        .expect("the store's own schema name")
 }

@@ -198,7 +198,7 @@ async fn condition_with_payload_predicates(
         Event::new("BookCopyLent", json!({"BookID": book, "ReaderID": reader}))
     };
     let book_or_reader = Query::from(
-        QueryItem::types(["BookCopyLent", "BookCopyReturned"])
+        QueryItem::typed(["BookCopyLent", "BookCopyReturned"])
             .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
     );
     store.append([lent("b2", "r2")], None).await.unwrap();
@@ -313,18 +313,18 @@ async fn condition_sees_a_match_past_a_long_run_of_other_events(
         ),
         (
             "types only",
-            Query::from(QueryItem::types(["Rare"])),
+            Query::from(QueryItem::typed(["Rare"])),
             event("Rare", &[], json!({})),
         ),
         (
             "type and payload",
-            Query::from(QueryItem::types(["Lent"]).payload_contains(json!({"book": "b9"}))),
+            Query::from(QueryItem::typed(["Lent"]).payload_contains(json!({"book": "b9"}))),
             event("Lent", &[], json!({"book": "b9"})),
         ),
         (
             "types only or tags",
             Query::from_items([
-                QueryItem::types(["Scarce"]),
+                QueryItem::typed(["Scarce"]),
                 QueryItem::tagged(["reader:r1"]),
             ]),
             event("Borrowed", &["reader:r1"], json!({})),

@@ -2,8 +2,8 @@
 //! they cover, what they refuse, and the snapshot they carry.
 
 use dcbstore::{
-    AppendCondition, Error, EventStore, InvalidInput, MemoryEventStore, Query, QueryItem,
-    ReadOptions, ReadSnapshot,
+    AppendCondition, ArgumentProblem, Error, EventStore, InvalidInput, MemoryEventStore, Query,
+    QueryItem, ReadOptions, ReadSnapshot,
 };
 use rstest::rstest;
 use serde_json::json;
@@ -100,7 +100,9 @@ async fn a_forward_read_cut_by_its_limit_gives_no_condition(
     assert!(
         matches!(
             err,
-            Error::InvalidInput(InvalidInput::IncompleteRead { limit: 2 })
+            Error::InvalidInput(InvalidInput::Argument(ArgumentProblem::IncompleteRead {
+                limit: 2
+            }))
         ),
         "{err}"
     );
@@ -216,7 +218,9 @@ async fn a_snapshot_of_the_other_backend_is_refused(
     assert!(
         matches!(
             err,
-            Error::InvalidInput(InvalidInput::ForeignSnapshot { .. })
+            Error::InvalidInput(InvalidInput::Argument(
+                ArgumentProblem::ForeignSnapshot { .. }
+            ))
         ),
         "{err}"
     );

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use dcbstore::{Checkpoint, Error, EventStore, FeedPage, InvalidInput, Query, QueryItem};
+use dcbstore::{
+    ArgumentProblem, Checkpoint, Error, EventStore, FeedPage, InvalidInput, Query, QueryItem,
+};
 use rstest::rstest;
 use serde_json::json;
 
@@ -97,7 +99,10 @@ async fn bad_feed_requests_are_refused(
     let store = AnyStore::new(backend).await;
     let err = store.feed(&Query::all(), None, 0).await.unwrap_err();
     assert!(
-        matches!(err, Error::InvalidInput(InvalidInput::ZeroFeedLimit)),
+        matches!(
+            err,
+            Error::InvalidInput(InvalidInput::Argument(ArgumentProblem::ZeroFeedLimit))
+        ),
         "{err}"
     );
     let foreign: Checkpoint = match backend {
@@ -111,7 +116,9 @@ async fn bad_feed_requests_are_refused(
     assert!(
         matches!(
             err,
-            Error::InvalidInput(InvalidInput::ForeignCheckpoint { .. })
+            Error::InvalidInput(InvalidInput::Argument(
+                ArgumentProblem::ForeignCheckpoint { .. }
+            ))
         ),
         "{err}"
     );

@@ -2,7 +2,8 @@
 //! literally.
 
 use dcbstore::{
-    AppendCondition, Error, Event, EventStore, InvalidInput, Query, QueryItem, ReadOptions, limits,
+    AppendCondition, ArgumentProblem, BatchProblem, Error, Event, EventProblem, EventStore,
+    InvalidInput, Query, QueryItem, QueryProblem, ReadOptions, ValueProblem, limits,
 };
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -18,6 +19,21 @@ fn nested(depth: usize) -> Value {
     (0..depth).fold(json!(1), |inner, _| Value::Array(vec![inner]))
 }
 
+/// Event `index` of the batch has `problem`.
+fn event_has(index: usize, problem: EventProblem) -> InvalidInput {
+    InvalidInput::Event { index, problem }
+}
+
+/// The `field` of event `index` has `problem`.
+fn value_of(index: usize, field: &'static str, problem: ValueProblem) -> InvalidInput {
+    event_has(index, EventProblem::Value { field, problem })
+}
+
+/// Query item `item` (or the query, for `None`) has `problem`.
+fn query_has(item: Option<usize>, problem: QueryProblem) -> InvalidInput {
+    InvalidInput::Query { item, problem }
+}
+
 fn invalid(e: &Error) -> &InvalidInput {
     match e {
         Error::InvalidInput(i) => i,
@@ -26,79 +42,79 @@ fn invalid(e: &Error) -> &InvalidInput {
 }
 
 #[rstest]
-#[case::empty_batch(vec![], InvalidInput::EmptyBatch)]
+#[case::empty_batch(vec![], InvalidInput::Batch(BatchProblem::Empty))]
 #[case::empty_event_type(
     vec![valid(), Event::new("", json!({}))],
-    InvalidInput::EmptyEventType { index: 1 }
+    event_has(1, EventProblem::EmptyType)
 )]
-#[case::empty_tag(vec![event("A", &[""], json!({}))], InvalidInput::EmptyTag { index: 0 })]
+#[case::empty_tag(vec![event("A", &[""], json!({}))], event_has(0, EventProblem::EmptyTag))]
 #[case::payload_array(
     vec![Event::new("A", json!([1, 2]))],
-    InvalidInput::NotAnObject { index: 0, field: "payload", found: "an array" }
+    event_has(0, EventProblem::NotAnObject { field: "payload", found: "an array" })
 )]
 #[case::payload_string(
     vec![Event::new("A", json!("text"))],
-    InvalidInput::NotAnObject { index: 0, field: "payload", found: "a string" }
+    event_has(0, EventProblem::NotAnObject { field: "payload", found: "a string" })
 )]
 #[case::payload_null(
     vec![Event::new("A", Value::Null)],
-    InvalidInput::NotAnObject { index: 0, field: "payload", found: "null" }
+    event_has(0, EventProblem::NotAnObject { field: "payload", found: "null" })
 )]
 #[case::metadata_not_object(
     vec![Event::new("A", json!({})).with_metadata(json!(3))],
-    InvalidInput::NotAnObject { index: 0, field: "metadata", found: "a number" }
+    event_has(0, EventProblem::NotAnObject { field: "metadata", found: "a number" })
 )]
 #[case::nul_in_type(
     vec![Event::new("A\0", json!({}))],
-    InvalidInput::NulCharacter { location: "event #0: event type".into() }
+    value_of(0, "event type", ValueProblem::NulCharacter)
 )]
 #[case::nul_in_tag(
     vec![event("A", &["t\0"], json!({}))],
-    InvalidInput::NulCharacter { location: "event #0: tag".into() }
+    value_of(0, "tag", ValueProblem::NulCharacter)
 )]
 #[case::nul_in_payload_value(
     vec![Event::new("A", json!({"k": ["x\0y"]}))],
-    InvalidInput::NulCharacter { location: "event #0: payload".into() }
+    value_of(0, "payload", ValueProblem::NulCharacter)
 )]
 #[case::nul_in_payload_key(
     vec![Event::new("A", json!({"k\0": 1}))],
-    InvalidInput::NulCharacter { location: "event #0: payload (a key)".into() }
+    value_of(0, "payload", ValueProblem::NulInKey)
 )]
 #[case::nul_in_metadata(
     vec![Event::new("A", json!({})).with_metadata(json!({"m": "\0"}))],
-    InvalidInput::NulCharacter { location: "event #0: metadata".into() }
+    value_of(0, "metadata", ValueProblem::NulCharacter)
 )]
 #[case::type_too_long(
     vec![Event::new("T".repeat(limits::MAX_NAME_BYTES + 1), json!({}))],
-    InvalidInput::TooLong { location: "event #0: event type".into(), bytes: limits::MAX_NAME_BYTES + 1, max: limits::MAX_NAME_BYTES }
+    value_of(0, "event type", ValueProblem::TooLong { bytes: limits::MAX_NAME_BYTES + 1, max: limits::MAX_NAME_BYTES })
 )]
 #[case::tag_too_long(
     vec![valid(), event("A", &[&"t".repeat(3000)], json!({}))],
-    InvalidInput::TooLong { location: "event #1: tag".into(), bytes: 3000, max: limits::MAX_NAME_BYTES }
+    value_of(1, "tag", ValueProblem::TooLong { bytes: 3000, max: limits::MAX_NAME_BYTES })
 )]
 #[case::payload_too_deep(
     vec![Event::new("A", json!({"k": nested(limits::MAX_JSON_DEPTH)}))],
-    InvalidInput::TooDeep { location: "event #0: payload".into(), max: limits::MAX_JSON_DEPTH }
+    value_of(0, "payload", ValueProblem::TooDeep { max: limits::MAX_JSON_DEPTH })
 )]
 #[case::payload_hostile_depth(
     vec![Event::new("A", json!({"k": nested(1_000)}))],
-    InvalidInput::TooDeep { location: "event #0: payload".into(), max: limits::MAX_JSON_DEPTH }
+    value_of(0, "payload", ValueProblem::TooDeep { max: limits::MAX_JSON_DEPTH })
 )]
 #[case::number_postgres_cannot_give_back(
     vec![Event::new("A", json!({"k": [1, f64::MAX]}))],
-    InvalidInput::NumberOutOfRange { location: "event #0: payload".into(), number: "1.7976931348623157e+308".into() }
+    value_of(0, "payload", ValueProblem::NumberOutOfRange { number: "1.7976931348623157e+308".into() })
 )]
 #[case::metadata_too_deep(
     vec![Event::new("A", json!({})).with_metadata(json!({"m": nested(80)}))],
-    InvalidInput::TooDeep { location: "event #0: metadata".into(), max: limits::MAX_JSON_DEPTH }
+    value_of(0, "metadata", ValueProblem::TooDeep { max: limits::MAX_JSON_DEPTH })
 )]
 #[case::event_too_large(
     vec![Event::new("A", json!({"k": "x".repeat(limits::MAX_EVENT_BYTES)}))],
-    InvalidInput::EventTooLarge { index: 0, bytes: limits::MAX_EVENT_BYTES + 8, max: limits::MAX_EVENT_BYTES }
+    event_has(0, EventProblem::TooLarge { bytes: limits::MAX_EVENT_BYTES + 8, max: limits::MAX_EVENT_BYTES })
 )]
 #[case::repeated_id(
     { let e = valid(); vec![e.clone(), e] },
-    InvalidInput::DuplicateIdInBatch { index: 1, event_id: uuid::Uuid::nil() }
+    event_has(1, EventProblem::DuplicateId { event_id: uuid::Uuid::nil() })
 )]
 #[tokio::test]
 async fn bad_events_are_rejected_and_write_nothing(
@@ -112,8 +128,11 @@ async fn bad_events_are_rejected_and_write_nothing(
     let got = invalid(&err);
     match (got, &expected) {
         (
-            InvalidInput::DuplicateIdInBatch { index, event_id },
-            InvalidInput::DuplicateIdInBatch { index: want, .. },
+            InvalidInput::Event {
+                index,
+                problem: EventProblem::DuplicateId { event_id },
+            },
+            InvalidInput::Event { index: want, .. },
         ) => {
             assert_eq!(index, want);
             assert_eq!(*event_id, events[0].id);
@@ -133,58 +152,58 @@ async fn oversized_batch_is_rejected(
     let err = store.append(events, None).await.unwrap_err();
     assert_eq!(
         invalid(&err),
-        &InvalidInput::BatchTooLarge { len: 4, max: 3 }
+        &InvalidInput::Batch(BatchProblem::TooLarge { len: 4, max: 3 })
     );
     assert_eq!(store.row_count().await, 0);
 }
 
 #[rstest]
-#[case::no_items(Query::from_items([]), InvalidInput::EmptyQuery)]
+#[case::no_items(Query::from_items([]), query_has(None, QueryProblem::Empty))]
 #[case::empty_item(
-    Query::from_items([QueryItem::types(["A"]), QueryItem::new()]),
-    InvalidInput::EmptyQueryItem { item: 1 }
+    Query::from_items([QueryItem::typed(["A"]), QueryItem::new()]),
+    query_has(Some(1), QueryProblem::ConstrainsNothing)
 )]
 #[case::empty_type_list(
-    Query::from(QueryItem::types(Vec::<String>::new())),
-    InvalidInput::ContradictoryQueryItem { item: 0, reason: "its list of event types is empty".into() }
+    Query::from(QueryItem::typed(Vec::<String>::new())),
+    query_has(Some(0), QueryProblem::Contradictory { reason: "its list of event types is empty".into() })
 )]
 #[case::empty_type(
-    Query::from(QueryItem::types([""])),
-    InvalidInput::ContradictoryQueryItem { item: 0, reason: "it asks for the empty event type".into() }
+    Query::from(QueryItem::typed([""])),
+    query_has(Some(0), QueryProblem::Contradictory { reason: "it asks for the empty event type".into() })
 )]
 #[case::empty_tag(
     Query::from(QueryItem::tagged([""])),
-    InvalidInput::ContradictoryQueryItem { item: 0, reason: "it asks for the empty tag".into() }
+    query_has(Some(0), QueryProblem::Contradictory { reason: "it asks for the empty tag".into() })
 )]
 #[case::empty_any_of(
-    Query::from(QueryItem::types(["A"]).payload_any_of(Vec::<(&str, Value)>::new())),
-    InvalidInput::ContradictoryQueryItem { item: 0, reason: "its list of \"any of\" payload predicates is empty".into() }
+    Query::from(QueryItem::typed(["A"]).payload_any_of(Vec::<(&str, Value)>::new())),
+    query_has(Some(0), QueryProblem::Contradictory { reason: "its list of \"any of\" payload predicates is empty".into() })
 )]
 #[case::conflicting_all_of(
     Query::from(QueryItem::new().payload_all_of([("n", json!(1)), ("n", json!(2))])),
-    InvalidInput::ContradictoryQueryItem {
-        item: 0,
-        reason: "two \"all of\" payload predicates ask for different values at one path".into()
-    }
+    query_has(
+        Some(0),
+        QueryProblem::Contradictory { reason: "two \"all of\" payload predicates ask for different values at one path".into() },
+    )
 )]
 #[case::scalar_at_root(
     Query::from(QueryItem::new().payload_contains(json!(5))),
-    InvalidInput::ContradictoryQueryItem {
-        item: 0,
-        reason: "a payload is a JSON object and cannot contain a number at its root".into()
-    }
+    query_has(
+        Some(0),
+        QueryProblem::Contradictory { reason: "a payload is a JSON object and cannot contain a number at its root".into() },
+    )
 )]
 #[case::nul_in_query_tag(
     Query::from(QueryItem::tagged(["a\0"])),
-    InvalidInput::NulCharacter { location: "query item #0: tag".into() }
+    query_has(Some(0), QueryProblem::Value { field: "tag", problem: ValueProblem::NulCharacter })
 )]
 #[case::nul_in_query_value(
     Query::from(QueryItem::new().payload_all_of([("k", json!("\0"))])),
-    InvalidInput::NulCharacter { location: "query item #0: payload predicate value".into() }
+    query_has(Some(0), QueryProblem::Value { field: "payload predicate value", problem: ValueProblem::NulCharacter })
 )]
 #[case::empty_time_range(
     Query::all().occurred_from(time::OffsetDateTime::UNIX_EPOCH).occurred_before(time::OffsetDateTime::UNIX_EPOCH),
-    InvalidInput::EmptyTimeRange
+    query_has(None, QueryProblem::EmptyTimeRange)
 )]
 #[tokio::test]
 async fn bad_queries_are_rejected_by_reads_and_guarded_appends(
@@ -225,12 +244,18 @@ async fn out_of_range_positions_are_rejected(
         )
         .await
         .unwrap_err();
-    assert_eq!(invalid(&err), &InvalidInput::PositionOutOfRange(u64::MAX));
+    assert_eq!(
+        invalid(&err),
+        &InvalidInput::Argument(ArgumentProblem::PositionOutOfRange(u64::MAX))
+    );
     let err = store
         .read(&Query::all(), ReadOptions::default().from_position(1 << 63))
         .await
         .unwrap_err();
-    assert_eq!(invalid(&err), &InvalidInput::PositionOutOfRange(1 << 63));
+    assert_eq!(
+        invalid(&err),
+        &InvalidInput::Argument(ArgumentProblem::PositionOutOfRange(1 << 63))
+    );
     assert_eq!(store.row_count().await, 0);
 }
 
@@ -262,7 +287,7 @@ async fn hostile_strings_are_stored_and_matched_literally(
             .append(
                 [Event::new(*s, Value::Object(payload)).with_tags([*s])],
                 Some(AppendCondition::new(
-                    Query::from(QueryItem::types([*s]).tags([*s])),
+                    Query::from(QueryItem::typed([*s]).tags([*s])),
                     None,
                 )),
             )
@@ -271,7 +296,7 @@ async fn hostile_strings_are_stored_and_matched_literally(
     }
     for (i, s) in HOSTILE.iter().enumerate() {
         for query in [
-            Query::from(QueryItem::types([*s])),
+            Query::from(QueryItem::typed([*s])),
             Query::from(QueryItem::tagged([*s])),
             Query::from(QueryItem::new().payload_all_of([(*s, json!(s))])),
             Query::from(QueryItem::new().payload_any_of([
@@ -302,7 +327,7 @@ async fn a_batch_over_its_json_budget_is_rejected(
         .collect();
     let err = store.append(events, None).await.unwrap_err();
     assert!(
-        matches!(invalid(&err), InvalidInput::BatchTooManyBytes { max, .. } if *max == limits::MAX_BATCH_BYTES),
+        matches!(invalid(&err), InvalidInput::Batch(BatchProblem::TooManyBytes { max, .. }) if *max == limits::MAX_BATCH_BYTES),
         "{err}"
     );
     assert_eq!(store.row_count().await, 0);
@@ -324,7 +349,7 @@ async fn queries_up_to_the_clause_limit_run_and_larger_ones_are_refused(
         .unwrap();
     assert_eq!(read.len(), 1);
     let predicates =
-        Query::from(QueryItem::types(["Valid"]).payload_any_of(
+        Query::from(QueryItem::typed(["Valid"]).payload_any_of(
             (0..limits::MAX_QUERY_CLAUSES - 1).map(|i| ("k", json!(format!("v{i}")))),
         ));
     store
@@ -343,10 +368,13 @@ async fn queries_up_to_the_clause_limit_run_and_larger_ones_are_refused(
         .unwrap_err();
     assert_eq!(
         invalid(&err),
-        &InvalidInput::QueryTooLarge {
-            clauses: limits::MAX_QUERY_CLAUSES + 1,
-            max: limits::MAX_QUERY_CLAUSES
-        }
+        &query_has(
+            None,
+            QueryProblem::TooLarge {
+                clauses: limits::MAX_QUERY_CLAUSES + 1,
+                max: limits::MAX_QUERY_CLAUSES
+            }
+        )
     );
 }
 
@@ -360,11 +388,17 @@ async fn read_limits_and_times_postgres_cannot_hold_are_refused(
         .read(&Query::all(), ReadOptions::default().limit(u64::MAX))
         .await
         .unwrap_err();
-    assert_eq!(invalid(&err), &InvalidInput::LimitOutOfRange(u64::MAX));
+    assert_eq!(
+        invalid(&err),
+        &InvalidInput::Argument(ArgumentProblem::LimitOutOfRange(u64::MAX))
+    );
     let ancient = time::OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
     let err = store
         .read(&Query::all().occurred_from(ancient), ReadOptions::default())
         .await
         .unwrap_err();
-    assert_eq!(invalid(&err), &InvalidInput::TimeOutOfRange(ancient));
+    assert_eq!(
+        invalid(&err),
+        &query_has(None, QueryProblem::TimeOutOfRange(ancient))
+    );
 }

@@ -72,13 +72,13 @@ async fn fixture(backend: Backend) -> (AnyStore, HashMap<u64, usize>) {
 }
 
 #[rstest]
-#[case::one_type(QueryItem::types(["CourseDefined"]), &[1, 2])]
-#[case::several_types(QueryItem::types(["CourseDefined", "CourseCapacityChanged"]), &[1, 2, 6])]
-#[case::unknown_type(QueryItem::types(["NoSuchType"]), &[])]
+#[case::one_type(QueryItem::typed(["CourseDefined"]), &[1, 2])]
+#[case::several_types(QueryItem::typed(["CourseDefined", "CourseCapacityChanged"]), &[1, 2, 6])]
+#[case::unknown_type(QueryItem::typed(["NoSuchType"]), &[])]
 #[case::one_tag(QueryItem::tagged(["course:c1"]), &[1, 3, 5, 6])]
 #[case::all_tags_required(QueryItem::tagged(["course:c1", "student:s1"]), &[3])]
 #[case::unknown_tag(QueryItem::tagged(["course:c9"]), &[])]
-#[case::type_and_tag(QueryItem::types(["StudentSubscribed"]).tags(["student:s1"]), &[3, 4])]
+#[case::type_and_tag(QueryItem::typed(["StudentSubscribed"]).tags(["student:s1"]), &[3, 4])]
 #[case::top_level_field(QueryItem::new().payload_all_of([("student", json!("s1"))]), &[3, 4])]
 #[case::nested_path(QueryItem::new().payload_all_of([(["address", "city"], json!("Paris"))]), &[3])]
 #[case::nested_object(QueryItem::new().payload_contains(json!({"address": {"zip": 75001}})), &[3])]
@@ -93,16 +93,16 @@ async fn fixture(backend: Backend) -> (AnyStore, HashMap<u64, usize>) {
     &[5]
 )]
 #[case::any_of(
-    QueryItem::types(["BookCopyLent"]).payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r2"))]),
+    QueryItem::typed(["BookCopyLent"]).payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r2"))]),
     &[7, 9]
 )]
 #[case::all_of_and_any_of(
-    QueryItem::types(["StudentSubscribed"])
+    QueryItem::typed(["StudentSubscribed"])
         .payload_all_of([("course", json!("c1"))])
         .payload_any_of([("student", json!("s1")), ("student", json!("s2"))]),
     &[3, 5]
 )]
-#[case::wrong_type_for_payload(QueryItem::types(["CourseDefined"]).payload_all_of([("student", json!("s1"))]), &[])]
+#[case::wrong_type_for_payload(QueryItem::typed(["CourseDefined"]).payload_all_of([("student", json!("s1"))]), &[])]
 #[tokio::test]
 async fn items(
     #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
@@ -116,8 +116,8 @@ async fn items(
 #[rstest]
 #[case::or_of_items(
     Query::from_items([
-        QueryItem::types(["CourseDefined"]).tags(["course:c2"]),
-        QueryItem::types(["BookCopyReturned"]),
+        QueryItem::typed(["CourseDefined"]).tags(["course:c2"]),
+        QueryItem::typed(["BookCopyReturned"]),
     ]),
     &[2, 8]
 )]
@@ -127,9 +127,9 @@ async fn items(
 )]
 #[case::lending_decision(
     Query::from_items([
-        QueryItem::types(["BookCopyLent", "BookCopyReturned"])
+        QueryItem::typed(["BookCopyLent", "BookCopyReturned"])
             .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
-        QueryItem::types(["CourseDefined"]).tags(["course:c1"]),
+        QueryItem::typed(["CourseDefined"]).tags(["course:c1"]),
     ]),
     &[1, 7, 8]
 )]
@@ -226,7 +226,7 @@ async fn occurred_at_range(#[values(Backend::Postgres, Backend::Memory)] backend
     let all = store.all_events().await;
     let (t1, t2) = (all[0].occurred_at, all[1].occurred_at);
     assert!(t1 < t2);
-    let ticks = || Query::from(QueryItem::types(["Tick"]));
+    let ticks = || Query::from(QueryItem::typed(["Tick"]));
     let ns = |r: dcbstore::ReadResult| -> Vec<i64> {
         r.iter().map(|e| e.payload["n"].as_i64().unwrap()).collect()
     };
@@ -258,7 +258,7 @@ async fn stream_yields_what_read_collects(
     #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
 ) {
     let (store, _) = fixture(backend).await;
-    let query = Query::from(QueryItem::types(["StudentSubscribed", "BookCopyLent"]));
+    let query = Query::from(QueryItem::typed(["StudentSubscribed", "BookCopyLent"]));
     let options = ReadOptions::default().backwards();
     let streamed: Vec<_> = store
         .read_stream(&query, options)

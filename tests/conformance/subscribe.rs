@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use dcbstore::{
-    Checkpoint, Error, EventStore, FeedEvent, InvalidInput, Query, QueryItem, SubscribeOptions,
-    Subscription,
+    ArgumentProblem, Checkpoint, Error, EventStore, FeedEvent, InvalidInput, Query, QueryItem,
+    SubscribeOptions, Subscription,
 };
 use futures::StreamExt;
 use rstest::rstest;
@@ -100,7 +100,9 @@ async fn bad_input_is_the_first_and_last_item(
     assert!(
         matches!(
             first,
-            Err(Error::InvalidInput(InvalidInput::ForeignCheckpoint { .. }))
+            Err(Error::InvalidInput(InvalidInput::Argument(
+                ArgumentProblem::ForeignCheckpoint { .. }
+            )))
         ),
         "{first:?}"
     );

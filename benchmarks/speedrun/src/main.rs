@@ -99,8 +99,8 @@ enum Client {
 
 fn boundary(course: &str, student: &str) -> Query {
     Query::from_items([
-        QueryItem::types(["StudentRegistered", "StudentJoinedCourse"]).tags([student]),
-        QueryItem::types(["CourseRegistered", "StudentJoinedCourse"]).tags([course]),
+        QueryItem::typed(["StudentRegistered", "StudentJoinedCourse"]).tags([student]),
+        QueryItem::typed(["CourseRegistered", "StudentJoinedCourse"]).tags([course]),
     ])
 }
 
@@ -244,7 +244,7 @@ async fn register(
     tag: &str,
     payload: Value,
 ) -> dcbstore::Result<()> {
-    let query = Query::from(QueryItem::types([event_type]).tags([tag]));
+    let query = Query::from(QueryItem::typed([event_type]).tags([tag]));
     let event = Event::new(event_type, payload).with_tags([tag]);
     store
         .append([event], Some(AppendCondition::new(query, None)))
@@ -455,13 +455,13 @@ async fn main() -> Result<(), BoxError> {
                     }
                 };
                 let schema = format!("speedrun_{}", name.replace(['@', 'x'], "_"));
-                let mut builder = PgEventStore::builder(url)?
+                let mut builder = PgEventStore::builder()
                     .schema(&schema)
                     .pool_size(args.clients.iter().copied().max().unwrap_or(1).max(4));
                 if let Some((group, in_flight)) = grouping {
                     builder = builder.max_group_size(group).groups_in_flight(in_flight);
                 }
-                let store = builder.connect().await?;
+                let store = builder.connect(url).await?;
                 // From an empty log, like the peer's fresh database.
                 let client = store.pool().get().await?;
                 let reset = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", store.schema());

@@ -8,7 +8,7 @@ use sea_query::{PostgresQueryBuilder, Value as SqlValue};
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::error::InvalidInput;
+use crate::error::{ConfigProblem, InvalidInput};
 
 mod append;
 mod filter;
@@ -65,7 +65,7 @@ impl SchemaName {
         if valid {
             Ok(Self(name.to_string()))
         } else {
-            Err(InvalidInput::InvalidIdentifier(name.to_string()))
+            Err(ConfigProblem::SchemaName(name.to_string()).into())
         }
     }
 

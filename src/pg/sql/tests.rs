@@ -43,9 +43,9 @@ fn feed_reads_below_the_frontier_in_transaction_order() {
 #[test]
 fn read_compiles_types_tags_and_payload_predicates() {
     let query = Query::from_items([
-        QueryItem::types(["Lent", "Returned"])
+        QueryItem::typed(["Lent", "Returned"])
             .payload_any_of([("BookID", json!("b1")), ("ReaderID", json!("r1"))]),
-        QueryItem::types(["CourseDefined"]).tags(["course:c1"]),
+        QueryItem::typed(["CourseDefined"]).tags(["course:c1"]),
     ]);
     let s = select_events(&schema(), &query, &ReadOptions::default()).unwrap();
     assert_eq!(
@@ -104,7 +104,7 @@ fn read_with_time_range() {
 
 #[test]
 fn large_ors_render_as_one_flat_or() {
-    let nine = Query::from_items((0..9).map(|i| QueryItem::types([format!("T{i}")])));
+    let nine = Query::from_items((0..9).map(|i| QueryItem::typed([format!("T{i}")])));
     let s = select_events(&schema(), &nine, &ReadOptions::default()).unwrap();
     let all: Vec<String> = (1..=9).map(|p| format!(r#""event_type" = ${p}"#)).collect();
     assert_eq!(
@@ -136,7 +136,7 @@ fn positions_beyond_bigint_are_rejected() {
     let opts = ReadOptions::default().from_position(u64::MAX);
     assert_eq!(
         select_events(&schema(), &Query::all(), &opts).unwrap_err(),
-        InvalidInput::PositionOutOfRange(u64::MAX)
+        InvalidInput::Argument(crate::error::ArgumentProblem::PositionOutOfRange(u64::MAX))
     );
 }
 
@@ -179,7 +179,7 @@ fn unconditional_append_inserts_unless_an_id_is_stored() {
 
 #[test]
 fn guarded_append_is_one_cte_guarded_statement() {
-    let query = Query::from(QueryItem::types(["A"]).tags(["t:1"]));
+    let query = Query::from(QueryItem::typed(["A"]).tags(["t:1"]));
     let s = guarded(&query, Some(42), None);
     assert_eq!(
         s.sql,
@@ -212,7 +212,7 @@ const TAIL: &str = r#""tail" AS  MATERIALIZED (SELECT "event_type", "tags", "pay
 fn guard_past_its_tail_keeps_each_item_on_its_own_index() {
     // Types only: the range of their (event_type, position) index; tags: the primary key kept
     // out of the plan.
-    let query = Query::from_items([QueryItem::types(["A", "B"]), QueryItem::tagged(["t:1"])]);
+    let query = Query::from_items([QueryItem::typed(["A", "B"]), QueryItem::tagged(["t:1"])]);
     let s = guarded(&query, Some(7), None);
     assert!(
         str::contains(

@@ -1,0 +1,192 @@
+//! The command loop: [`decide`] reads a model's boundary, runs the caller's decision, appends
+//! with the condition derived from the read, and retries on conflict.
+
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use super::DecisionModel;
+use crate::error::Error;
+use crate::event::Event;
+use crate::options::ReadOptions;
+use crate::retry::RetryPolicy;
+use crate::store::{AppendResult, EventStore};
+use crate::telemetry;
+
+/// Why [`decide`] did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError<E> {
+    /// The decision itself said no: the domain's error, untouched.
+    #[error("the decision was rejected: {0}")]
+    Rejected(E),
+    /// The boundary kept changing between read and append for every attempt.
+    #[error("gave up after {attempts} attempts: the consistency boundary kept changing")]
+    TooManyConflicts {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Reading or appending failed for another reason.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E> DecideError<E> {
+    /// The domain's rejection, if that is what happened.
+    ///
+    /// ```
+    /// let e: dcbstore::DecideError<&str> = dcbstore::DecideError::Rejected("course is full");
+    /// assert_eq!(e.rejection(), Some(&"course is full"));
+    /// ```
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            DecideError::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the events of `model`'s query, folds them into its state, lets `decision` decide, and
+/// appends the events it returns guarded by what the read saw
+/// ([`ReadResult::append_condition`](crate::ReadResult::append_condition)): the append fails if
+/// any event matching the model's query became visible after the read, whatever its position.
+/// When the condition fails (another writer changed the boundary) it re-reads and decides again,
+/// with the default [`RetryPolicy`].
+///
+/// Returns the append's result, or `None` when the decision returned no events.
+///
+/// # Errors
+///
+/// [`DecideError::Rejected`] with the decision's own error; [`DecideError::TooManyConflicts`]
+/// when every attempt lost its race; [`DecideError::Store`] for any other store error.
+///
+/// ```
+/// use dcbstore::{decide, DecideError, Event, MemoryEventStore, Projection, QueryItem};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), DecideError<String>> {
+/// let store = MemoryEventStore::new();
+/// let claimed = Projection::new(QueryItem::tagged(["username:ada"]), false, |c, _| *c = true);
+/// let claim = |taken: bool| {
+///     if taken {
+///         return Err("ada is taken".to_string());
+///     }
+///     Ok(vec![Event::new("UsernameClaimed", json!({"username": "ada"})).with_tags(["username:ada"])])
+/// };
+/// decide(&store, &claimed, claim).await?;
+/// let again = decide(&store, &claimed, claim).await.unwrap_err();
+/// assert_eq!(again.rejection().map(String::as_str), Some("ada is taken"));
+/// # Ok(())
+/// # }
+/// ```
+pub async fn decide<S, M, F, E>(
+    store: &S,
+    model: &M,
+    decision: F,
+) -> Result<Option<AppendResult>, DecideError<E>>
+where
+    S: EventStore,
+    M: DecisionModel,
+    F: FnMut(M::State) -> Result<Vec<Event>, E>,
+{
+    decide_with(store, model, RetryPolicy::default(), decision).await
+}
+
+/// [`decide`] with an explicit [`RetryPolicy`].
+///
+/// # Errors
+///
+/// As [`decide`].
+///
+/// ```
+/// use dcbstore::{decide_with, DecideError, Event, MemoryEventStore, Projection, Query, RetryPolicy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), DecideError<std::convert::Infallible>> {
+/// let store = MemoryEventStore::new();
+/// let count = Projection::new(Query::all(), 0u64, |n, _| *n += 1);
+/// let once = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+/// let written = decide_with(&store, &count, once, |n| {
+///     Ok(vec![Event::new("Counted", serde_json::json!({"n": n}))])
+/// })
+/// .await?;
+/// assert_eq!(written.unwrap().positions(), [1]);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn decide_with<S, M, F, E>(
+    store: &S,
+    model: &M,
+    policy: RetryPolicy,
+    mut decision: F,
+) -> Result<Option<AppendResult>, DecideError<E>>
+where
+    S: EventStore,
+    M: DecisionModel,
+    F: FnMut(M::State) -> Result<Vec<Event>, E>,
+{
+    let span = tracing::debug_span!(
+        target: "dcbstore",
+        "dcbstore.decide",
+        attempts = Empty,
+        conflicts = Empty,
+        outcome = Empty
+    );
+    let mut attempts = 0;
+    let outcome = decide_loop(store, model, policy, &mut decision, &mut attempts)
+        .instrument(span.clone())
+        .await;
+    span.record("attempts", attempts);
+    // Every attempt but a last one that appended, decided nothing or was rejected conflicted.
+    let conflicted = matches!(outcome, Err(DecideError::TooManyConflicts { .. }));
+    span.record("conflicts", attempts.saturating_sub(u32::from(!conflicted)));
+    span.record(
+        "outcome",
+        match &outcome {
+            Ok(Some(_)) => "appended",
+            Ok(None) => "nothing_to_append",
+            Err(DecideError::Rejected(_)) => "rejected",
+            Err(DecideError::TooManyConflicts { .. }) => "too_many_conflicts",
+            Err(_) => "error",
+        },
+    );
+    outcome
+}
+
+/// The read-decide-append loop of [`decide_with`], counting its `attempts`.
+async fn decide_loop<S, M, F, E>(
+    store: &S,
+    model: &M,
+    policy: RetryPolicy,
+    decision: &mut F,
+    attempts_made: &mut u32,
+) -> Result<Option<AppendResult>, DecideError<E>>
+where
+    S: EventStore,
+    M: DecisionModel,
+    F: FnMut(M::State) -> Result<Vec<Event>, E>,
+{
+    let query = model.query();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        *attempts_made = attempt;
+        let read = store.read(&query, ReadOptions::default()).await?;
+        let state = model.fold(read.events());
+        let events = decision(state).map_err(DecideError::Rejected)?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let condition = read.append_condition()?;
+        match store.append(events, Some(condition)).await {
+            Ok(appended) => return Ok(Some(appended)),
+            Err(e) if e.is_append_condition_failed() => {
+                telemetry::decision_conflicted();
+                let Some(wait) = policy.next_wait(attempt) else {
+                    return Err(DecideError::TooManyConflicts { attempts: attempt });
+                };
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
