@@ -36,6 +36,9 @@ pub use error::{
 };
 pub use event::{Event, SequencedEvent};
 pub use feed::{Checkpoint, FeedEvent, FeedPage};
+/// The memory store's `jsonb @>`: public only so that the PostgreSQL suite can check it against
+/// the server's on random pairs (`tests/postgres/jsonb_differential.rs`); not part of the API.
+#[doc(hidden)]
 pub use jsonb::jsonb_contains;
 pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;

@@ -2,20 +2,19 @@
 
 use dcbstore::{AppendCondition, Error, Event, EventStore, Query, QueryItem, ReadOptions};
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{AnyStore, Backend, event};
+use crate::common::{Backend, StoreExt, backends, event, store_on};
 
 fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn positions_increase_in_batch_order(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn positions_increase_in_batch_order(backend: Backend) {
+    let store = store_on(backend).await;
     let a = store
         .append(
             [
@@ -42,12 +41,10 @@ async fn positions_increase_in_batch_order(
     assert_eq!(stored[0].metadata, None);
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_fails_when_a_matching_event_was_appended_after(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_fails_when_a_matching_event_was_appended_after(backend: Backend) {
+    let store = store_on(backend).await;
     store
         .append([event("CourseDefined", &["course:c1"], json!({}))], None)
         .await
@@ -64,7 +61,7 @@ async fn condition_fails_when_a_matching_event_was_appended_after(
         )
         .await
         .unwrap();
-    let before = store.row_count().await;
+    let before = store.event_count().await;
     let err = store
         .append(
             [event("StudentSubscribed", &["course:c1"], json!({"s": 2}))],
@@ -77,15 +74,13 @@ async fn condition_fails_when_a_matching_event_was_appended_after(
         err,
         Error::AppendConditionFailed { after: Some(1) }
     ));
-    assert_eq!(store.row_count().await, before, "nothing written");
+    assert_eq!(store.event_count().await, before, "nothing written");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_holds_when_only_other_events_were_appended(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_holds_when_only_other_events_were_appended(backend: Backend) {
+    let store = store_on(backend).await;
     store
         .append([event("CourseDefined", &["course:c1"], json!({}))], None)
         .await
@@ -110,12 +105,10 @@ async fn condition_holds_when_only_other_events_were_appended(
         .expect("the boundary did not change");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_at_the_last_read_position_holds(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_at_the_last_read_position_holds(backend: Backend) {
+    let store = store_on(backend).await;
     let written = store
         .append([event("X", &["course:c1"], json!({}))], None)
         .await
@@ -132,12 +125,10 @@ async fn condition_at_the_last_read_position_holds(
         .expect("nothing matching after the last position");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_without_after_fails_if_any_matching_event_exists(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_without_after_fails_if_any_matching_event_exists(backend: Backend) {
+    let store = store_on(backend).await;
     let claim = |who: &str| {
         Event::new("UsernameClaimed", json!({"username": "ada", "by": who}))
             .with_tags(["username:ada"])
@@ -158,15 +149,13 @@ async fn condition_without_after_fails_if_any_matching_event_exists(
         .await
         .unwrap_err();
     assert!(err.is_append_condition_failed());
-    assert_eq!(store.row_count().await, 1);
+    assert_eq!(store.event_count().await, 1);
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_with_match_all_query_sees_every_event(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_with_match_all_query_sees_every_event(backend: Backend) {
+    let store = store_on(backend).await;
     let first = store
         .append([event("A", &[], json!({}))], None)
         .await
@@ -188,12 +177,10 @@ async fn condition_with_match_all_query_sees_every_event(
     assert!(err.is_append_condition_failed());
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_with_payload_predicates(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_with_payload_predicates(backend: Backend) {
+    let store = store_on(backend).await;
     let lent = |book: &str, reader: &str| {
         Event::new("BookCopyLent", json!({"BookID": book, "ReaderID": reader}))
     };
@@ -219,12 +206,10 @@ async fn condition_with_payload_predicates(
     assert!(err.is_append_condition_failed());
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn duplicate_event_id_is_reported_and_writes_nothing(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn duplicate_event_id_is_reported_and_writes_nothing(backend: Backend) {
+    let store = store_on(backend).await;
     let original = event("A", &[], json!({}));
     store.append([original.clone()], None).await.unwrap();
     let err = store
@@ -235,17 +220,15 @@ async fn duplicate_event_id_is_reported_and_writes_nothing(
         matches!(err, Error::DuplicateEventId { event_id } if event_id == original.id),
         "{err}"
     );
-    assert_eq!(store.row_count().await, 1);
+    assert_eq!(store.event_count().await, 1);
 }
 
 /// A resend counts as a replay when it is the same event as stored, compared as the store
 /// compares JSON: key order, the spelling of a number and the order of tags do not matter.
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_resend_equal_as_stored_is_a_replay(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn a_resend_equal_as_stored_is_a_replay(backend: Backend) {
+    let store = store_on(backend).await;
     let original = Event::new(
         "Paid",
         json!({"amount": 10, "order": {"id": "o1", "lines": [1, 2]}}),
@@ -263,17 +246,17 @@ async fn a_resend_equal_as_stored_is_a_replay(
     let again = store.append([resent], None).await.unwrap();
     assert!(again.is_replay());
     assert_eq!(again.positions(), first.positions());
-    assert_eq!(store.row_count().await, 1);
+    assert_eq!(store.event_count().await, 1);
 }
 
 /// The same id with other content is not a replay: an error of its own, and nothing written.
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
 async fn a_resend_with_other_content_is_an_idempotency_conflict(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    backend: Backend,
     #[values("type", "payload", "array order", "tags", "metadata")] change: &str,
 ) {
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     let original = Event::new("Paid", json!({"amount": 10, "lines": [1, 2]}))
         .with_tags(["order:o1"])
         .with_metadata(json!({"by": "ada"}));
@@ -293,18 +276,16 @@ async fn a_resend_with_other_content_is_an_idempotency_conflict(
         "{err}"
     );
     assert!(!err.is_retryable());
-    assert_eq!(store.row_count().await, 1);
+    assert_eq!(store.event_count().await, 1);
 }
 
 /// More events than a guard reads of the log's tail (64) lie between `after` and a matching
 /// event: the guard still finds it, whatever indexes its query uses, and holds when nothing
 /// past `after` matches.
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn condition_sees_a_match_past_a_long_run_of_other_events(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn condition_sees_a_match_past_a_long_run_of_other_events(backend: Backend) {
+    let store = store_on(backend).await;
     let shapes = [
         (
             "tags",
@@ -351,7 +332,7 @@ async fn condition_sees_a_match_past_a_long_run_of_other_events(
         );
         store.append([matching], None).await.unwrap();
         store.append(others(100), None).await.unwrap();
-        let before = store.row_count().await;
+        let before = store.event_count().await;
         let err = store
             .append(
                 [event("Probe", &[], json!({}))],
@@ -360,6 +341,10 @@ async fn condition_sees_a_match_past_a_long_run_of_other_events(
             .await
             .unwrap_err();
         assert!(err.is_append_condition_failed(), "{shape}: {err}");
-        assert_eq!(store.row_count().await, before, "{shape}: nothing written");
+        assert_eq!(
+            store.event_count().await,
+            before,
+            "{shape}: nothing written"
+        );
     }
 }

@@ -2,20 +2,21 @@
 //! they cover, what they refuse, and the snapshot they carry.
 
 use dcbstore::{
-    AppendCondition, ArgumentProblem, Error, EventStore, InvalidInput, MemoryEventStore, Query,
-    QueryItem, ReadOptions, ReadSnapshot,
+    AppendCondition, ArgumentProblem, Error, EventStore, InvalidInput, Query, QueryItem,
+    ReadOptions, ReadSnapshot,
 };
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{AnyStore, Backend, event};
+use crate::common::{Backend, Store, StoreExt, backends, event, store_on};
 
 fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))
 }
 
-async fn with_course_events(backend: Backend, n: usize) -> AnyStore {
-    let store = AnyStore::new(backend).await;
+async fn with_course_events(backend: Backend, n: usize) -> Store {
+    let store = store_on(backend).await;
     for i in 0..n {
         store
             .append([event("Subscribed", &["course:c1"], json!({"i": i}))], None)
@@ -32,7 +33,7 @@ async fn with_course_events(backend: Backend, n: usize) -> AnyStore {
 /// Appends a subscription guarded by `condition`, which must pass (`why`), then a second one
 /// guarded by the same condition, which must fail and write nothing: the first changed the
 /// boundary.
-async fn passes_once(store: &AnyStore, condition: AppendCondition, why: &str) {
+async fn passes_once(store: &Store, condition: AppendCondition, why: &str) {
     store
         .append(
             [event("Subscribed", &["course:c1"], json!({"first": true}))],
@@ -40,7 +41,7 @@ async fn passes_once(store: &AnyStore, condition: AppendCondition, why: &str) {
         )
         .await
         .expect(why);
-    let before = store.row_count().await;
+    let before = store.event_count().await;
     let err = store
         .append(
             [event("Subscribed", &["course:c1"], json!({"second": true}))],
@@ -49,14 +50,12 @@ async fn passes_once(store: &AnyStore, condition: AppendCondition, why: &str) {
         .await
         .unwrap_err();
     assert!(err.is_append_condition_failed(), "{err}");
-    assert_eq!(store.row_count().await, before, "nothing written");
+    assert_eq!(store.event_count().await, before, "nothing written");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn derived_condition_holds_until_the_boundary_changes(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn derived_condition_holds_until_the_boundary_changes(backend: Backend) {
     let store = with_course_events(backend, 2).await;
     let read = store
         .read(&course("c1"), ReadOptions::default())
@@ -86,11 +85,9 @@ async fn derived_condition_holds_until_the_boundary_changes(
     .await;
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_forward_read_cut_by_its_limit_gives_no_condition(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn a_forward_read_cut_by_its_limit_gives_no_condition(backend: Backend) {
     let store = with_course_events(backend, 3).await;
     let first_two = store
         .read(&course("c1"), ReadOptions::default().limit(2))
@@ -116,11 +113,9 @@ async fn a_forward_read_cut_by_its_limit_gives_no_condition(
 
 /// The gapless-number pattern: read the newest event only (backwards, limit 1); the older ones
 /// the limit left out do not fail the condition, a newer one does.
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_backwards_read_with_a_limit_guards_from_the_newest_event(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn a_backwards_read_with_a_limit_guards_from_the_newest_event(backend: Backend) {
     let store = with_course_events(backend, 3).await;
     let newest = store
         .read(&course("c1"), ReadOptions::default().backwards().limit(1))
@@ -133,11 +128,9 @@ async fn a_backwards_read_with_a_limit_guards_from_the_newest_event(
 
 /// A read from position `n` that finds nothing guards after `n - 1`: the events before `n` were
 /// the caller's to know, anything matching from `n` on fails it.
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn an_empty_read_from_a_position_guards_after_the_position_before(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn an_empty_read_from_a_position_guards_after_the_position_before(backend: Backend) {
     let store = with_course_events(backend, 2).await;
     let from_five = store
         .read(&course("c1"), ReadOptions::default().from_position(5))
@@ -160,11 +153,9 @@ async fn an_empty_read_from_a_position_guards_after_the_position_before(
     assert_eq!(from_start.append_condition().unwrap().after, None);
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_snapshot_survives_its_text_form(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn a_snapshot_survives_its_text_form(backend: Backend) {
     let store = with_course_events(backend, 1).await;
     let read = store
         .read(&course("c1"), ReadOptions::default())
@@ -192,14 +183,13 @@ async fn a_snapshot_survives_its_text_form(
     assert!(err.is_append_condition_failed(), "{err}");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_snapshot_of_the_other_backend_is_refused(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn a_snapshot_of_the_other_backend_is_refused(backend: Backend) {
+    let store = store_on(backend).await;
     let foreign: ReadSnapshot = match backend {
-        Backend::Postgres => MemoryEventStore::new()
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => dcbstore::MemoryEventStore::new()
             .read(&Query::all(), ReadOptions::default())
             .await
             .unwrap()
@@ -224,5 +214,5 @@ async fn a_snapshot_of_the_other_backend_is_refused(
         ),
         "{err}"
     );
-    assert_eq!(store.row_count().await, 0, "nothing written");
+    assert_eq!(store.event_count().await, 0, "nothing written");
 }

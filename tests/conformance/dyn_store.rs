@@ -8,17 +8,10 @@ use dcbstore::{
 };
 use futures::TryStreamExt;
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{AnyStore, Backend, event};
-
-/// The backend behind a trait object, as an application would pick it from configuration.
-async fn boxed(backend: Backend) -> Arc<dyn DynEventStore> {
-    match AnyStore::new(backend).await {
-        AnyStore::Postgres(store) => Arc::new(store),
-        AnyStore::Memory(store) => Arc::new(store),
-    }
-}
+use crate::common::{Backend, backends, event, store_on};
 
 /// Claims `name` unless it is taken; generic over the store, as library code would be.
 async fn claim(store: &impl EventStore, name: &str) -> dcbstore::Result<bool> {
@@ -38,12 +31,12 @@ async fn claim(store: &impl EventStore, name: &str) -> dcbstore::Result<bool> {
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_trait_object_is_an_event_store(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = boxed(backend).await;
+async fn a_trait_object_is_an_event_store(backend: Backend) {
+    // The backend behind a trait object, as an application would pick it from configuration
+    // (every conformance case holds its store so: `common::Store`).
+    let store: Arc<dyn DynEventStore> = store_on(backend).await;
     assert!(claim(&store, "ada").await.unwrap());
     assert!(!claim(&store, "ada").await.unwrap());
     let stale = AppendCondition::new(Query::from(QueryItem::tagged(["username:ada"])), None);

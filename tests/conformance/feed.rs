@@ -7,15 +7,16 @@ use dcbstore::{
     ArgumentProblem, Checkpoint, Error, EventStore, FeedPage, InvalidInput, Query, QueryItem,
 };
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{AnyStore, Backend, event};
+use crate::common::{Backend, Store, backends, event, store_on};
 
 /// The feed page from `after`, asked again until it holds `want` events: on PostgreSQL the feed
 /// waits for every transaction of the cluster that began before an event to end (other tests
 /// run beside this one), so a fresh event may take a moment to be delivered.
 async fn page_of(
-    store: &AnyStore,
+    store: &Store,
     query: &Query,
     after: Option<Checkpoint>,
     limit: usize,
@@ -31,12 +32,10 @@ async fn page_of(
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn pages_follow_the_log_and_resume_from_their_checkpoints(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn pages_follow_the_log_and_resume_from_their_checkpoints(backend: Backend) {
+    let store = store_on(backend).await;
     for n in 0..5 {
         let tag = if n % 2 == 0 { "t:even" } else { "t:odd" };
         store
@@ -91,12 +90,10 @@ async fn pages_follow_the_log_and_resume_from_their_checkpoints(
     );
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn bad_feed_requests_are_refused(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn bad_feed_requests_are_refused(backend: Backend) {
+    let store = store_on(backend).await;
     let err = store.feed(&Query::all(), None, 0).await.unwrap_err();
     assert!(
         matches!(
@@ -106,6 +103,7 @@ async fn bad_feed_requests_are_refused(
         "{err}"
     );
     let foreign: Checkpoint = match backend {
+        #[cfg(feature = "postgres")]
         Backend::Postgres => "mem:3".parse().unwrap(),
         Backend::Memory => "pg:700:3".parse().unwrap(),
     };

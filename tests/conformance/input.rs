@@ -6,9 +6,10 @@ use dcbstore::{
     InvalidInput, Query, QueryItem, QueryProblem, ReadOptions, ValueProblem, limits,
 };
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::{Value, json};
 
-use crate::common::{AnyStore, Backend, event};
+use crate::common::{Backend, StoreExt, backends, event, store_on, store_on_with_max_batch_size};
 
 fn valid() -> Event {
     event("Valid", &["t:1"], json!({"k": "v"}))
@@ -41,7 +42,7 @@ fn invalid(e: &Error) -> &InvalidInput {
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::empty_batch(vec![], InvalidInput::Batch(BatchProblem::Empty))]
 #[case::empty_event_type(
     vec![valid(), Event::new("", json!({}))],
@@ -118,11 +119,11 @@ fn invalid(e: &Error) -> &InvalidInput {
 )]
 #[tokio::test]
 async fn bad_events_are_rejected_and_write_nothing(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    backend: Backend,
     #[case] events: Vec<Event>,
     #[case] expected: InvalidInput,
 ) {
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     store.append([valid()], None).await.unwrap();
     let err = store.append(events.clone(), None).await.unwrap_err();
     let got = invalid(&err);
@@ -139,25 +140,23 @@ async fn bad_events_are_rejected_and_write_nothing(
         }
         _ => assert_eq!(got, &expected),
     }
-    assert_eq!(store.row_count().await, 1, "nothing written");
+    assert_eq!(store.event_count().await, 1, "nothing written");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn oversized_batch_is_rejected(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::with_max_batch_size(backend, 3).await;
+async fn oversized_batch_is_rejected(backend: Backend) {
+    let store = store_on_with_max_batch_size(backend, 3).await;
     let events: Vec<Event> = (0..4).map(|_| valid()).collect();
     let err = store.append(events, None).await.unwrap_err();
     assert_eq!(
         invalid(&err),
         &InvalidInput::Batch(BatchProblem::TooLarge { len: 4, max: 3 })
     );
-    assert_eq!(store.row_count().await, 0);
+    assert_eq!(store.event_count().await, 0);
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::no_items(Query::from_items([]), query_has(None, QueryProblem::Empty))]
 #[case::empty_item(
     Query::from_items([QueryItem::typed(["A"]), QueryItem::new()]),
@@ -207,11 +206,11 @@ async fn oversized_batch_is_rejected(
 )]
 #[tokio::test]
 async fn bad_queries_are_rejected_by_reads_and_guarded_appends(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    backend: Backend,
     #[case] query: Query,
     #[case] expected: InvalidInput,
 ) {
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     let err = store
         .read(&query, ReadOptions::default())
         .await
@@ -222,7 +221,7 @@ async fn bad_queries_are_rejected_by_reads_and_guarded_appends(
         .await
         .unwrap_err();
     assert_eq!(invalid(&err), &expected);
-    assert_eq!(store.row_count().await, 0, "nothing written");
+    assert_eq!(store.event_count().await, 0, "nothing written");
 }
 
 #[tokio::test]
@@ -231,12 +230,10 @@ async fn equal_numbers_in_all_of_are_not_a_contradiction() {
     assert_eq!(query.validate(), Ok(()));
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn out_of_range_positions_are_rejected(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn out_of_range_positions_are_rejected(backend: Backend) {
+    let store = store_on(backend).await;
     let err = store
         .append(
             [valid()],
@@ -256,7 +253,7 @@ async fn out_of_range_positions_are_rejected(
         invalid(&err),
         &InvalidInput::Argument(ArgumentProblem::PositionOutOfRange(1 << 63))
     );
-    assert_eq!(store.row_count().await, 0);
+    assert_eq!(store.event_count().await, 0);
 }
 
 const HOSTILE: &[&str] = &[
@@ -273,12 +270,10 @@ const HOSTILE: &[&str] = &[
     "%_ like wildcards",
 ];
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn hostile_strings_are_stored_and_matched_literally(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn hostile_strings_are_stored_and_matched_literally(backend: Backend) {
+    let store = store_on(backend).await;
     for (i, s) in HOSTILE.iter().enumerate() {
         let mut payload = serde_json::Map::new();
         payload.insert(s.to_string(), json!(s));
@@ -312,15 +307,13 @@ async fn hostile_strings_are_stored_and_matched_literally(
             assert_eq!(e.tags, [*s]);
         }
     }
-    assert_eq!(store.row_count().await, HOSTILE.len() as i64);
+    assert_eq!(store.event_count().await, HOSTILE.len());
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn a_batch_over_its_json_budget_is_rejected(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn a_batch_over_its_json_budget_is_rejected(backend: Backend) {
+    let store = store_on(backend).await;
     let big = "x".repeat(limits::MAX_EVENT_BYTES - 100);
     let events: Vec<Event> = (0..limits::MAX_BATCH_BYTES / limits::MAX_EVENT_BYTES + 1)
         .map(|_| Event::new("A", json!({"k": big})))
@@ -330,17 +323,15 @@ async fn a_batch_over_its_json_budget_is_rejected(
         matches!(invalid(&err), InvalidInput::Batch(BatchProblem::TooManyBytes { max, .. }) if *max == limits::MAX_BATCH_BYTES),
         "{err}"
     );
-    assert_eq!(store.row_count().await, 0);
+    assert_eq!(store.event_count().await, 0);
 }
 
 /// The largest query the limits allow runs on both backends (its SQL renders without exhausting
 /// the stack of a runtime thread); one clause more is refused.
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn queries_up_to_the_clause_limit_run_and_larger_ones_are_refused(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn queries_up_to_the_clause_limit_run_and_larger_ones_are_refused(backend: Backend) {
+    let store = store_on(backend).await;
     store.append([valid()], None).await.unwrap();
     let items = |n: usize| Query::from_items((0..n).map(|i| QueryItem::tagged([format!("t:{i}")])));
     let read = store
@@ -378,12 +369,10 @@ async fn queries_up_to_the_clause_limit_run_and_larger_ones_are_refused(
     );
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn read_limits_and_times_postgres_cannot_hold_are_refused(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn read_limits_and_times_postgres_cannot_hold_are_refused(backend: Backend) {
+    let store = store_on(backend).await;
     let err = store
         .read(&Query::all(), ReadOptions::default().limit(u64::MAX))
         .await

@@ -1,5 +1,6 @@
-//! The conformance suite: every semantic case runs against both backends, PostgreSQL and
-//! in memory, and must give the same answer.
+//! The conformance suite: every case that runs on both backends, PostgreSQL and in memory, must
+//! give the same answer on each; with the `postgres` feature off (`cargo test
+//! --no-default-features --test conformance`) the memory cases run with no database.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,8 +10,9 @@ mod condition;
 mod dyn_store;
 mod feed;
 mod input;
+mod projections;
 mod query;
+mod races;
+mod scenarios;
 mod subscribe;
-
-/// The backends every case runs on.
-pub const BACKENDS: [common::Backend; 2] = [common::Backend::Postgres, common::Backend::Memory];
+mod visibility;

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use dcbstore::{EventStore, Query, QueryItem, ReadOptions};
 use futures::TryStreamExt;
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{AnyStore, Backend, event};
+use crate::common::{Backend, Store, StoreExt, backends, event, store_on};
 
 /// Appends the fixture and returns the store with a map from position to fixture number
 /// (1-based, in append order).
-async fn fixture(backend: Backend) -> (AnyStore, HashMap<u64, usize>) {
-    let store = AnyStore::new(backend).await;
+async fn fixture(backend: Backend) -> (Store, HashMap<u64, usize>) {
+    let store = store_on(backend).await;
     let events = vec![
         event(
             "CourseDefined",
@@ -71,7 +72,7 @@ async fn fixture(backend: Backend) -> (AnyStore, HashMap<u64, usize>) {
     (store, numbers)
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::one_type(QueryItem::typed(["CourseDefined"]), &[1, 2])]
 #[case::several_types(QueryItem::typed(["CourseDefined", "CourseCapacityChanged"]), &[1, 2, 6])]
 #[case::unknown_type(QueryItem::typed(["NoSuchType"]), &[])]
@@ -104,16 +105,12 @@ async fn fixture(backend: Backend) -> (AnyStore, HashMap<u64, usize>) {
 )]
 #[case::wrong_type_for_payload(QueryItem::typed(["CourseDefined"]).payload_all_of([("student", json!("s1"))]), &[])]
 #[tokio::test]
-async fn items(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-    #[case] item: QueryItem,
-    #[case] expected: &[usize],
-) {
+async fn items(backend: Backend, #[case] item: QueryItem, #[case] expected: &[usize]) {
     let (store, numbers) = fixture(backend).await;
     assert_matches(&store, &numbers, &Query::from(item), expected).await;
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::or_of_items(
     Query::from_items([
         QueryItem::typed(["CourseDefined"]).tags(["course:c2"]),
@@ -135,17 +132,13 @@ async fn items(
 )]
 #[case::all(Query::all(), &[1, 2, 3, 4, 5, 6, 7, 8, 9])]
 #[tokio::test]
-async fn queries(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-    #[case] query: Query,
-    #[case] expected: &[usize],
-) {
+async fn queries(backend: Backend, #[case] query: Query, #[case] expected: &[usize]) {
     let (store, numbers) = fixture(backend).await;
     assert_matches(&store, &numbers, &query, expected).await;
 }
 
 async fn assert_matches(
-    store: &AnyStore,
+    store: &Store,
     numbers: &HashMap<u64, usize>,
     query: &Query,
     expected: &[usize],
@@ -158,7 +151,7 @@ async fn assert_matches(
     assert_eq!(got, expected, "query {query:?}");
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::forward(ReadOptions::default(), &[1, 3, 5, 6])]
 #[case::from_is_inclusive(ReadOptions::default().from_position(3), &[3, 5, 6])]
 #[case::limit(ReadOptions::default().limit(2), &[1, 3])]
@@ -169,11 +162,7 @@ async fn assert_matches(
 #[case::limit_zero(ReadOptions::default().limit(0), &[])]
 #[case::from_beyond_head(ReadOptions::default().from_position(1000), &[])]
 #[tokio::test]
-async fn read_options(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-    #[case] options: ReadOptions,
-    #[case] expected: &[usize],
-) {
+async fn read_options(backend: Backend, #[case] options: ReadOptions, #[case] expected: &[usize]) {
     let (store, numbers) = fixture(backend).await;
     // The fixture's positions are 1..=9 in a fresh schema; `from` refers to them directly.
     assert!(numbers.iter().all(|(p, n)| *p as usize == *n));
@@ -185,11 +174,9 @@ async fn read_options(
     assert_eq!(got, expected, "{options:?}");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn last_position_is_the_highest_position_read(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn last_position_is_the_highest_position_read(backend: Backend) {
     let (store, _) = fixture(backend).await;
     let course = Query::from(QueryItem::tagged(["course:c1"]));
     let forward = store.read(&course, ReadOptions::default()).await.unwrap();
@@ -210,10 +197,10 @@ async fn last_position_is_the_highest_position_read(
     assert_eq!(store.head().await.unwrap(), Some(9));
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn occurred_at_range(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn occurred_at_range(backend: Backend) {
+    let store = store_on(backend).await;
     let first = store
         .append([event("Tick", &[], json!({"n": 1}))], None)
         .await
@@ -252,11 +239,9 @@ async fn occurred_at_range(#[values(Backend::Postgres, Backend::Memory)] backend
     assert_eq!(first.positions(), [all[0].position]);
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn stream_yields_what_read_collects(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn stream_yields_what_read_collects(backend: Backend) {
     let (store, _) = fixture(backend).await;
     let query = Query::from(QueryItem::typed(["StudentSubscribed", "BookCopyLent"]));
     let options = ReadOptions::default().backwards();
@@ -270,10 +255,10 @@ async fn stream_yields_what_read_collects(
     assert_eq!(streamed.len(), 5);
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn events_round_trip(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn events_round_trip(backend: Backend) {
+    let store = store_on(backend).await;
     let original = event(
         "Everything",
         &["a:1", "b:2"],

@@ -9,9 +9,10 @@ use dcbstore::{
 };
 use futures::StreamExt;
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{AnyStore, Backend, event};
+use crate::common::{Backend, backends, event, store_on};
 
 /// The next `want` events of `live`; panics on a failure or after 20 s (on PostgreSQL, other
 /// tests' transactions may hold the feed back for a moment).
@@ -33,13 +34,13 @@ fn ns(events: &[FeedEvent]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_up_follows_and_resumes_after_its_checkpoint(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    backend: Backend,
     #[values(1, 100)] page_size: usize,
 ) {
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for n in 0..3 {
         let tag = if n == 1 { "t:other" } else { "t:mine" };
         store
@@ -83,13 +84,12 @@ async fn catches_up_follows_and_resumes_after_its_checkpoint(
     assert!(nothing_more.is_err(), "nothing twice: {nothing_more:?}");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn bad_input_is_the_first_and_last_item(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn bad_input_is_the_first_and_last_item(backend: Backend) {
+    let store = store_on(backend).await;
     let foreign: Checkpoint = match backend {
+        #[cfg(feature = "postgres")]
         Backend::Postgres => "mem:1",
         Backend::Memory => "pg:1:1",
     }
@@ -124,12 +124,10 @@ async fn bad_input_is_the_first_and_last_item(
 /// one an event its query does not match), then pull `until_delivered`. A matching append has
 /// been yielded by then, exactly once and in order; a non-matching one is passed over while
 /// the stream is polled, although it yields nothing.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_can_tell_it_has_delivered_an_append(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn a_subscriber_can_tell_it_has_delivered_an_append(backend: Backend) {
+    let store = store_on(backend).await;
     let mine = Query::from(QueryItem::tagged(["t:mine"]));
     let mut live = store.subscribe(&mine, None, SubscribeOptions::default());
     assert_eq!(live.delivered(), None);

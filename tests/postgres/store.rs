@@ -2,8 +2,6 @@
 //! makes a concurrent guarded append wait and then fail, migrations, connections and schema
 //! names.
 
-mod common;
-
 use std::time::Duration;
 
 use dcbstore::tokio_postgres::IsolationLevel;
@@ -14,7 +12,7 @@ use dcbstore::{
 use rstest::rstest;
 use serde_json::json;
 
-use common::event;
+use crate::common::{self, event};
 
 fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))

@@ -2,8 +2,6 @@
 //! transaction, and each keeps its own outcome. Proven by replaying the log after races, and by
 //! holding the store's one group in flight while a group forms behind it.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +13,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-use common::event;
+use crate::common::{self, event};
 
 /// The transaction id each stored event was written by.
 async fn tx_ids(store: &PgEventStore) -> HashMap<u64, String> {

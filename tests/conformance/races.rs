@@ -2,23 +2,22 @@
 //! on one boundary, and an invariant is checked afterwards by replaying the log. Every race runs
 //! on both backends.
 
-mod common;
-
 use std::sync::Arc;
 
 use dcbstore::{AppendCondition, Event, EventStore, Query, QueryItem, ReadOptions};
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 use tokio::sync::Barrier;
 
-use common::{AnyStore, Backend};
+use crate::common::{Backend, Store, StoreExt, backends, store_on};
 
 const WRITERS: usize = 32;
 
 /// Runs `WRITERS` tasks that each get their own pooled connection and start together.
-async fn race<F, Fut, T>(store: &AnyStore, writer: F) -> Vec<T>
+async fn race<F, Fut, T>(store: &Store, writer: F) -> Vec<T>
 where
-    F: Fn(AnyStore, usize, Arc<Barrier>) -> Fut,
+    F: Fn(Store, usize, Arc<Barrier>) -> Fut,
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
@@ -34,7 +33,7 @@ where
 }
 
 /// Defines `course` with `capacity` seats.
-async fn define_course(store: &AnyStore, course: &str, capacity: usize) {
+async fn define_course(store: &Store, course: &str, capacity: usize) {
     store
         .append(
             [Event::new("CourseDefined", json!({"capacity": capacity})).with_tags([course])],
@@ -45,7 +44,7 @@ async fn define_course(store: &AnyStore, course: &str, capacity: usize) {
 }
 
 /// The subscriptions to `course`, counted by replaying the log.
-async fn subscriptions_in_log(store: &AnyStore, course: &str) -> usize {
+async fn subscriptions_in_log(store: &Store, course: &str) -> usize {
     store
         .all_events()
         .await
@@ -56,14 +55,12 @@ async fn subscriptions_in_log(store: &AnyStore, course: &str) -> usize {
 
 /// (a) Students compete for the seats of a course with capacity 5: read the course's events,
 /// decide, append guarded; retry on conflict. Every round ends with exactly 5 subscriptions.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn course_capacity_is_never_exceeded(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn course_capacity_is_never_exceeded(backend: Backend) {
     const CAPACITY: usize = 5;
     const ROUNDS: usize = 8;
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for round in 0..ROUNDS {
         let course = format!("course:r{round}");
         define_course(&store, &course, CAPACITY).await;
@@ -120,15 +117,13 @@ async fn course_capacity_is_never_exceeded(
 /// (a') The same seats while four writers flood the log with batches of unrelated events, so
 /// that a decision's guard usually finds more events after its read than the tail it checks
 /// first (64): the seats still never run over.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn course_capacity_holds_while_the_log_floods(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn course_capacity_holds_while_the_log_floods(backend: Backend) {
     const CAPACITY: usize = 5;
     const ROUNDS: usize = 4;
     const FLOODERS: usize = 4;
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for round in 0..ROUNDS {
         let course = format!("course:flood{round}");
         define_course(&store, &course, CAPACITY).await;
@@ -185,13 +180,11 @@ async fn course_capacity_holds_while_the_log_floods(
 }
 
 /// (b) Everyone claims the same username at once: exactly one wins.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_username_is_claimed_once(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn a_username_is_claimed_once(backend: Backend) {
     const ROUNDS: usize = 10;
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for round in 0..ROUNDS {
         let tag = format!("username:user{round}");
         let outcomes = race(&store, |store, writer, barrier| {
@@ -229,13 +222,11 @@ async fn a_username_is_claimed_once(
 
 /// (c) Half the writers guard with a type-only query, half with a tag-only query; both match
 /// the event every writer appends. Only one may commit per round.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn type_only_and_tag_only_conditions_exclude_each_other(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn type_only_and_tag_only_conditions_exclude_each_other(backend: Backend) {
     const ROUNDS: usize = 10;
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for round in 0..ROUNDS {
         let event_type = format!("SlotTaken{round}");
         let tag = format!("slot:{round}");
@@ -278,13 +269,11 @@ async fn type_only_and_tag_only_conditions_exclude_each_other(
 /// append takes, so the store locks buckets of keys for it) that carries the round's tag; the
 /// other half read that tag's events and record, guarded by their read, how many they saw. The
 /// log must agree with every record: exactly that many tagged events precede it.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_guard_sees_every_event_of_an_oversized_append_before_it(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn a_guard_sees_every_event_of_an_oversized_append_before_it(backend: Backend) {
     const ROUNDS: usize = 12;
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for round in 0..ROUNDS {
         let tag = format!("slot:{round}");
         race(&store, |store, writer, barrier| {
@@ -341,13 +330,11 @@ async fn a_guard_sees_every_event_of_an_oversized_append_before_it(
 
 /// (d) A payload-keyed condition against writers whose events carry no tags: the lending rule
 /// "a copy is lent to one reader at a time" with the book identified only in the payload.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn payload_conditions_exclude_each_other(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
+async fn payload_conditions_exclude_each_other(backend: Backend) {
     const ROUNDS: usize = 6;
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     for round in 0..ROUNDS {
         let book = format!("b{round}");
         let outcomes = race(&store, |store, reader, barrier| {
@@ -383,12 +370,10 @@ async fn payload_conditions_exclude_each_other(
 }
 
 /// Writers on disjoint boundaries all succeed: the locks do not make them conflict.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn disjoint_boundaries_all_succeed(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn disjoint_boundaries_all_succeed(backend: Backend) {
+    let store = store_on(backend).await;
     let outcomes = race(&store, |store, writer, barrier| async move {
         let tag = format!("account:{writer}");
         let query = Query::from(QueryItem::tagged([tag.clone()]));
@@ -408,5 +393,5 @@ async fn disjoint_boundaries_all_succeed(
     })
     .await;
     assert!(outcomes.into_iter().all(|ok| ok));
-    assert_eq!(store.row_count().await, (WRITERS * 5) as i64);
+    assert_eq!(store.event_count().await, WRITERS * 5);
 }

@@ -4,8 +4,7 @@
 //! `DCB_DIFF_SEED` and `DCB_DIFF_CASES` reproduce or extend a run; a disagreement is reported
 //! with the seed and the pair.
 
-mod common;
-
+use crate::common;
 use dcbstore::jsonb_contains;
 use serde_json::{Map, Value, json};
 

@@ -1,22 +1,22 @@
 //! Checkpointed projections: the runner on both backends (order per key across partitions,
-//! status and lag, shutdown, rebuild), and a read model in PostgreSQL whose rows and checkpoint
-//! commit in one transaction: applied exactly once across failed batches and restarts.
-
-mod common;
+//! status and lag, shutdown, rebuild, read-your-writes) and its failures. A read model in
+//! PostgreSQL whose rows and checkpoint commit in one transaction is in the PostgreSQL suite
+//! (`tests/postgres/projections.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dcbstore::{
-    Checkpoint, EventStore, FeedEvent, PgEventStore, Projector, ProjectorError, ProjectorHandle,
-    ProjectorRunner, Query, QueryItem, RetryPolicy, rebuild,
+    Checkpoint, EventStore, FeedEvent, Projector, ProjectorError, ProjectorHandle, ProjectorRunner,
+    Query, QueryItem, RetryPolicy, rebuild,
 };
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde_json::json;
 
-use common::{AnyStore, Backend, event};
+use crate::common::{Backend, backends, event, store_on, subscribe_students};
 
 /// Per course: the `n` of every event applied, in the order applied.
 type Seen = Arc<std::sync::Mutex<HashMap<String, Vec<u64>>>>;
@@ -55,29 +55,6 @@ impl Projector for Recorder {
     }
 }
 
-/// Appends `per_course` events for each of `courses` courses, from one writer per course.
-async fn subscribe_students(store: &AnyStore, courses: usize, per_course: u64) {
-    let writers: Vec<_> = (0..courses)
-        .map(|c| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for n in 0..per_course {
-                    let course = format!("c{c}");
-                    let e = event(
-                        "Subscribed",
-                        &[&format!("course:{course}")],
-                        json!({"course": course, "n": n}),
-                    );
-                    store.append([e], None).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.unwrap();
-    }
-}
-
 /// Waits until every projector of `handle` is caught up and has applied `applied` in all.
 async fn until_caught_up(handle: &ProjectorHandle, applied: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -94,12 +71,10 @@ async fn until_caught_up(handle: &ProjectorHandle, applied: u64) {
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_keep_the_order_of_each_key_and_report_their_lag(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn partitions_keep_the_order_of_each_key_and_report_their_lag(backend: Backend) {
+    let store = store_on(backend).await;
     let seen: Seen = Arc::default();
     let handle = ProjectorRunner::new(store.clone())
         .batch_size(7)
@@ -131,12 +106,10 @@ async fn partitions_keep_the_order_of_each_key_and_report_their_lag(
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_runner_resumes_and_rebuild_starts_over(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn a_restarted_runner_resumes_and_rebuild_starts_over(backend: Backend) {
+    let store = store_on(backend).await;
     let seen: Seen = Arc::default();
     let recorder = |at| Recorder {
         name: "seats".into(),
@@ -202,7 +175,7 @@ async fn a_failing_projector_stops_alone_and_reports_why() {
             Ok(())
         }
     }
-    let store = AnyStore::new(Backend::Memory).await;
+    let store = store_on(Backend::Memory).await;
     let seen: Seen = Arc::default();
     let handle = ProjectorRunner::new(store.clone())
         .retry(RetryPolicy {
@@ -236,153 +209,10 @@ async fn a_failing_projector_stops_alone_and_reports_why() {
     assert!(!err.is_retryable());
 }
 
-/// Seats per course as a table in PostgreSQL, written with the checkpoint in one transaction.
-/// Every `fail_every`-th batch fails after its writes, before its commit.
-struct PgSeats {
-    store: PgEventStore,
-    name: String,
-    calls: Arc<AtomicU32>,
-    fail_every: u32,
-}
-
-impl PgSeats {
-    fn table(&self) -> String {
-        format!("\"{}\".seats", self.store.schema())
-    }
-}
-
-impl Projector for PgSeats {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn query(&self) -> Query {
-        Query::from(QueryItem::typed(["Subscribed"]))
-    }
-    async fn checkpoint(&mut self) -> Result<Option<Checkpoint>, ProjectorError> {
-        let client = self.store.pool().get().await?;
-        Ok(self.store.load_checkpoint(&**client, &self.name).await?)
-    }
-    async fn apply(&mut self, batch: &[FeedEvent]) -> Result<(), ProjectorError> {
-        let mut client = self.store.pool().get().await?;
-        let tx = client.transaction().await?;
-        let upsert = format!(
-            "INSERT INTO {} (course, taken) VALUES ($1, 1) \
-             ON CONFLICT (course) DO UPDATE SET taken = seats.taken + 1",
-            self.table()
-        );
-        for e in batch {
-            let course = e.event.payload["course"].as_str().ok_or("no course")?;
-            tx.execute(&upsert, &[&course]).await?;
-        }
-        let last = batch.last().expect("batches are not empty").checkpoint;
-        self.store.save_checkpoint_in(&tx, &self.name, last).await?;
-        if self.calls.fetch_add(1, Ordering::Relaxed) % self.fail_every == self.fail_every - 1 {
-            return Err("injected: the process died before COMMIT".into()); // tx rolls back
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn reset(&mut self) -> Result<(), ProjectorError> {
-        let mut client = self.store.pool().get().await?;
-        let tx = client.transaction().await?;
-        tx.execute(&format!("DELETE FROM {}", self.table()), &[])
-            .await?;
-        self.store.delete_checkpoint_in(&tx, &self.name).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// The read model's rows: course → seats taken.
-async fn seats(store: &PgEventStore) -> HashMap<String, i64> {
-    let client = store.pool().get().await.unwrap();
-    let rows = client
-        .query(
-            &format!(
-                "SELECT course, taken::int8 FROM \"{}\".seats",
-                store.schema()
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-}
-
-/// Writers append while a partitioned read model in PostgreSQL follows; every third batch
-/// fails before its commit, and the runner is shut down and started again (new projector
-/// instances, which read their checkpoints from the table) twice. Afterwards the table holds
-/// exactly what the log says: nothing lost, nothing counted twice. Then `rebuild` builds the
-/// same table from scratch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_model_in_postgres_is_applied_exactly_once() {
-    let store = common::store_with_pool(12).await;
-    let client = store.pool().get().await.unwrap();
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE \"{}\".seats (course text PRIMARY KEY, taken int NOT NULL)",
-            store.schema()
-        ))
-        .await
-        .unwrap();
-    drop(client);
-    let calls = Arc::new(AtomicU32::new(0));
-    let start = || {
-        let (store, calls) = (store.clone(), calls.clone());
-        ProjectorRunner::new(store.clone())
-            .batch_size(10)
-            .retry(RetryPolicy {
-                max_attempts: 5,
-                initial_backoff: Duration::from_millis(1),
-                max_backoff: Duration::from_millis(5),
-            })
-            .with_partitioned(2, "course:", move |k| PgSeats {
-                store: store.clone(),
-                name: format!("seats#{k}"),
-                calls: calls.clone(),
-                fail_every: 3,
-            })
-            .start()
-            .unwrap()
-    };
-    let any = AnyStore::Postgres(store.clone());
-    for _round in 0..3 {
-        let handle = start();
-        subscribe_students(&any, 4, 25).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        handle.shutdown().await.unwrap();
-    }
-    let handle = start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let expected: HashMap<String, i64> = (0..4).map(|c| (format!("c{c}"), 75)).collect();
-    while seats(&store).await != expected {
-        assert!(
-            Instant::now() < deadline,
-            "{:?} {:?}",
-            seats(&store).await,
-            handle.status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    handle.shutdown().await.unwrap();
-    assert!(calls.load(Ordering::Relaxed) >= 3, "failures were injected");
-
-    let mut whole = PgSeats {
-        store: store.clone(),
-        name: "seats#0".into(),
-        calls: Arc::new(AtomicU32::new(0)),
-        fail_every: u32::MAX,
-    };
-    // One partition rebuilt alone sees every course: the table is recounted from scratch.
-    assert_eq!(rebuild(&store, &mut whole, 50).await.unwrap(), 300);
-    let totals: i64 = seats(&store).await.values().sum();
-    assert_eq!(totals, 300);
-}
-
 /// Two projectors with one name would share a checkpoint: the runner refuses to start.
 #[tokio::test]
 async fn projectors_need_names_of_their_own() {
-    let store = AnyStore::new(Backend::Memory).await;
+    let store = store_on(Backend::Memory).await;
     let seen: Seen = Arc::default();
     let refused = ProjectorRunner::new(store)
         .with_partitioned(2, "course:", |_| Recorder {
@@ -424,7 +254,7 @@ async fn a_projector_whose_checkpoint_cannot_be_loaded_reports_why() {
             Ok(())
         }
     }
-    let store = AnyStore::new(Backend::Memory).await;
+    let store = store_on(Backend::Memory).await;
     let handle = ProjectorRunner::new(store).with(Lost).start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while handle.status()[0].failure.is_none() {
@@ -482,12 +312,10 @@ impl Projector for Counter {
 /// runner holds a counter partitioned two ways and a projector whose query matches none of the
 /// loop's events: `wait_for` waits for both. (The flag `caught_up` cannot do this: it is already
 /// true from before the append.)
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_for_returns_once_the_projections_include_the_append(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn wait_for_returns_once_the_projections_include_the_append(backend: Backend) {
+    let store = store_on(backend).await;
     let (counts, defined): (Counts, Counts) = Default::default();
     let handle = ProjectorRunner::new(store.clone())
         .with_partitioned(2, "course:", |k| Counter {

@@ -2,8 +2,6 @@
 //! (`is_retryable`), its SQLSTATE, and a message that carries what the server or the driver
 //! said.
 
-mod common;
-
 use std::time::Duration;
 
 use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
@@ -14,7 +12,7 @@ use dcbstore::{
 };
 use serde_json::json;
 
-use common::event;
+use crate::common::{self, event};
 
 fn slot() -> Query {
     Query::from(QueryItem::tagged(["slot:1"]))

@@ -2,8 +2,6 @@
 //! connections and a server restart, and a race of 32 writers against a subscriber that is
 //! stopped and resumed from its stored checkpoint, replayed against the log.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +15,7 @@ use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
-use common::event;
+use crate::common::{self, event};
 
 /// Takes events from `live` until it holds `want` or `wait` has passed; panics on an error.
 async fn take(live: &mut Subscription, want: usize, wait: Duration) -> Vec<FeedEvent> {
@@ -50,20 +48,6 @@ async fn assert_each_committed_event_once(
         .collect();
     assert_eq!(unique, log, "delivered and committed differ");
     assert_eq!(log.len(), committed);
-}
-
-/// Terminates every backend named `application` (what a failover or an administrator does).
-async fn kill_connections(application: &str) -> u64 {
-    let admin = common::pool(1).get().await.unwrap();
-    let row = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = $1",
-            &[&application],
-        )
-        .await
-        .unwrap();
-    row.get::<_, i64>(0) as u64
 }
 
 /// A subscriber whose poll interval is a minute receives, within seconds, what another store
@@ -148,8 +132,9 @@ async fn a_subscription_survives_killed_connections() {
             20 * (round + 1),
             "round {round}: all delivered"
         );
+        let admin = common::pool(1).get().await.unwrap();
         assert!(
-            kill_connections(&application).await >= 1,
+            common::kill_connections(&admin, &application).await >= 1,
             "the subscriber's connections were found"
         );
     }

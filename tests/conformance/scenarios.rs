@@ -1,8 +1,6 @@
 //! The DCB specification's examples as executable given/when/then scenarios, written with
 //! decision models, typed events and the command loop, on both backends.
 
-mod common;
-
 use std::sync::Arc;
 
 use dcbstore::{
@@ -10,13 +8,14 @@ use dcbstore::{
     ExpectedVersion, Projection, Query, QueryItem, ReadOptions, SequencedEvent, decide,
 };
 use rstest::rstest;
+use rstest_reuse::apply;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use common::{AnyStore, Backend};
+use crate::common::{Backend, Store, StoreExt, backends, store_on};
 
 /// Appends the "given" events.
-async fn given(store: &AnyStore, events: impl IntoIterator<Item = Event>) {
+async fn given(store: &Store, events: impl IntoIterator<Item = Event>) {
     let events: Vec<Event> = events.into_iter().collect();
     if !events.is_empty() {
         store.append(events, None).await.expect("given events");
@@ -24,7 +23,7 @@ async fn given(store: &AnyStore, events: impl IntoIterator<Item = Event>) {
 }
 
 /// The events appended since `before` events were in the log.
-async fn appended_since(store: &AnyStore, before: usize) -> Vec<SequencedEvent> {
+async fn appended_since(store: &Store, before: usize) -> Vec<SequencedEvent> {
     store.all_events().await.split_off(before)
 }
 
@@ -102,7 +101,7 @@ fn student_subscriptions(student: &str) -> Projection<Vec<String>> {
     )
 }
 
-async fn subscribe(store: &AnyStore, course: &str, student: &str) -> Result<(), String> {
+async fn subscribe(store: &Store, course: &str, student: &str) -> Result<(), String> {
     let model = (
         course_capacity(course),
         course_subscriptions(course),
@@ -133,7 +132,7 @@ async fn subscribe(store: &AnyStore, course: &str, student: &str) -> Result<(), 
     }
 }
 
-async fn change_capacity(store: &AnyStore, course: &str, capacity: u32) -> Result<(), String> {
+async fn change_capacity(store: &Store, course: &str, capacity: u32) -> Result<(), String> {
     let outcome = decide(store, &course_capacity(course), |current| match current {
         None => Err(format!("course {course} does not exist")),
         Some(c) if c == capacity => Err(format!("course {course} already has capacity {capacity}")),
@@ -148,7 +147,7 @@ async fn change_capacity(store: &AnyStore, course: &str, capacity: u32) -> Resul
         .map_err(|e| e.rejection().cloned().expect("a rejection"))
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::course_must_exist(vec![], "s1", Err("course c1 does not exist"))]
 #[case::subscribes(vec![defined("c1", 10)], "s1", Ok(()))]
 #[case::already_subscribed(
@@ -180,12 +179,12 @@ async fn change_capacity(store: &AnyStore, course: &str, capacity: u32) -> Resul
 )]
 #[tokio::test]
 async fn course_subscription(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    backend: Backend,
     #[case] history: Vec<Event>,
     #[case] student: &str,
     #[case] expected: Result<(), &str>,
 ) {
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     given(&store, history).await;
     let before = store.all_events().await.len();
     let outcome = subscribe(&store, "c1", student).await;
@@ -205,10 +204,10 @@ async fn course_subscription(
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn course_capacity_changes(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn course_capacity_changes(backend: Backend) {
+    let store = store_on(backend).await;
     assert_eq!(
         change_capacity(&store, "c1", 5).await,
         Err("course c1 does not exist".into())
@@ -226,10 +225,10 @@ async fn course_capacity_changes(#[values(Backend::Postgres, Backend::Memory)] b
 
 /// Many students race for the last seats through the command loop: the loop's retries make
 /// every seat go, and never one too many.
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn course_seats_race(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn course_seats_race(backend: Backend) {
+    let store = store_on(backend).await;
     given(&store, [defined("c1", 4)]).await;
     let tasks: Vec<_> = (0..16)
         .map(|i| {
@@ -299,7 +298,7 @@ fn username_claimed(name: &str) -> Projection<bool> {
     )
 }
 
-async fn register(store: &AnyStore, name: &str) -> Result<(), String> {
+async fn register(store: &Store, name: &str) -> Result<(), String> {
     decide(store, &username_claimed(name), |claimed| {
         if claimed {
             Err(format!("username {name} is claimed"))
@@ -312,7 +311,7 @@ async fn register(store: &AnyStore, name: &str) -> Result<(), String> {
     .map_err(|e| e.rejection().cloned().expect("a rejection"))
 }
 
-#[rstest]
+#[apply(backends)]
 #[case::free(vec![], Ok(()))]
 #[case::claimed(vec![registered("ada")], Err("username ada is claimed"))]
 #[case::released_on_closure(vec![registered("ada"), closed("ada")], Ok(()))]
@@ -320,11 +319,11 @@ async fn register(store: &AnyStore, name: &str) -> Result<(), String> {
 #[case::claimed_by_change(vec![registered("bob"), changed("bob", "ada")], Err("username ada is claimed"))]
 #[tokio::test]
 async fn unique_username(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
+    backend: Backend,
     #[case] history: Vec<Event>,
     #[case] expected: Result<(), &str>,
 ) {
-    let store = AnyStore::new(backend).await;
+    let store = store_on(backend).await;
     given(&store, history).await;
     let outcome = register(&store, "ada").await;
     assert_eq!(outcome, expected.map_err(String::from));
@@ -334,7 +333,7 @@ async fn unique_username(
 // Invoice numbers: gapless, the next one decided from the last invoice only (read backwards,
 // limit 1), guarded by the whole invoice boundary.
 
-async fn create_invoice(store: &AnyStore) -> u64 {
+async fn create_invoice(store: &Store) -> u64 {
     let invoices = Query::from(QueryItem::typed(["InvoiceCreated"]));
     loop {
         let last = store
@@ -360,12 +359,10 @@ async fn create_invoice(store: &AnyStore) -> u64 {
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn invoice_numbers_are_gapless(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn invoice_numbers_are_gapless(backend: Backend) {
+    let store = store_on(backend).await;
     assert_eq!(create_invoice(&store).await, 1);
     assert_eq!(create_invoice(&store).await, 2);
     given(&store, [Event::new("SomethingElse", json!({}))]).await;
@@ -392,7 +389,7 @@ fn initiated(email: &str, token: &str) -> Event {
         .with_tags([format!("email:{email}"), format!("otp:{token}")])
 }
 
-async fn confirm(store: &AnyStore, email: &str, token: &str) -> Result<(), String> {
+async fn confirm(store: &Store, email: &str, token: &str) -> Result<(), String> {
     #[derive(Clone, Default)]
     struct Pending {
         email: Option<String>,
@@ -423,10 +420,10 @@ async fn confirm(store: &AnyStore, email: &str, token: &str) -> Result<(), Strin
     .map_err(|e| e.rejection().cloned().expect("a rejection"))
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn opt_in_token(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn opt_in_token(backend: Backend) {
+    let store = store_on(backend).await;
     let no_pending = Err("no pending sign-up for this email and token".to_string());
     assert_eq!(confirm(&store, "a@x.org", "111").await, no_pending);
     given(&store, [initiated("a@x.org", "111")]).await;
@@ -443,7 +440,7 @@ async fn opt_in_token(#[values(Backend::Postgres, Backend::Memory)] backend: Bac
 // Prevent record duplication: a client's idempotency token makes a re-submitted command a no-op
 // with an error, and re-sending the very same events (same ids) is a replay.
 
-async fn place_order(store: &AnyStore, order: &str, token: &str) -> Result<(), String> {
+async fn place_order(store: &Store, order: &str, token: &str) -> Result<(), String> {
     let used = Projection::new(
         QueryItem::tagged([format!("idempotency:{token}")]),
         false,
@@ -463,25 +460,23 @@ async fn place_order(store: &AnyStore, order: &str, token: &str) -> Result<(), S
     .map_err(|e| e.rejection().cloned().expect("a rejection"))
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn idempotency_token(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn idempotency_token(backend: Backend) {
+    let store = store_on(backend).await;
     assert_eq!(place_order(&store, "o1", "t1").await, Ok(()));
     assert_eq!(
         place_order(&store, "o2", "t1").await,
         Err("re-submission".into())
     );
     assert_eq!(place_order(&store, "o2", "t2").await, Ok(()));
-    assert_eq!(store.row_count().await, 2);
+    assert_eq!(store.event_count().await, 2);
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn resending_the_same_events_is_a_replay(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn resending_the_same_events_is_a_replay(backend: Backend) {
+    let store = store_on(backend).await;
     let boundary = Query::from(QueryItem::tagged(["order:o1"]));
     let batch = vec![
         Event::new("OrderPlaced", json!({})).with_tags(["order:o1"]),
@@ -499,7 +494,7 @@ async fn resending_the_same_events_is_a_replay(
     assert_eq!(again.positions(), first.positions());
     let unguarded = store.append(batch.clone(), None).await.unwrap();
     assert!(unguarded.is_replay());
-    assert_eq!(store.row_count().await, 2);
+    assert_eq!(store.event_count().await, 2);
     // Part of a batch stored already is a duplicate, not a replay; nothing is written.
     let mixed = vec![batch[0].clone(), Event::new("OrderShipped", json!({}))];
     let err = store.append(mixed, None).await.unwrap_err();
@@ -507,7 +502,7 @@ async fn resending_the_same_events_is_a_replay(
         matches!(err, Error::DuplicateEventId { event_id } if event_id == batch[0].id),
         "{err}"
     );
-    assert_eq!(store.row_count().await, 2);
+    assert_eq!(store.event_count().await, 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -524,7 +519,7 @@ struct Course {
 }
 
 impl Course {
-    async fn load(store: &AnyStore, id: &str) -> Course {
+    async fn load(store: &Store, id: &str) -> Course {
         let (events, version) = ClassicStream::new(id).read(store).await.unwrap();
         let mut course = Course {
             expected: Some(version.into()),
@@ -563,7 +558,7 @@ impl Course {
         Ok(())
     }
 
-    async fn save(&mut self, store: &AnyStore, id: &str) -> dcbstore::Result<()> {
+    async fn save(&mut self, store: &Store, id: &str) -> dcbstore::Result<()> {
         let expected = self.expected.take().unwrap_or(ExpectedVersion::NoStream);
         let pending = std::mem::take(&mut self.pending);
         let written = ClassicStream::new(id)
@@ -574,10 +569,10 @@ impl Course {
     }
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn event_sourced_aggregate(#[values(Backend::Postgres, Backend::Memory)] backend: Backend) {
-    let store = AnyStore::new(backend).await;
+async fn event_sourced_aggregate(backend: Backend) {
+    let store = store_on(backend).await;
     let mut course = Course::load(&store, "course-1").await;
     course.create(2);
     course.save(&store, "course-1").await.unwrap();
@@ -645,16 +640,14 @@ async fn decide_retries_with_fresh_state_and_gives_up_after_the_policy() {
     assert_eq!(store.len(), 3, "only the interfering events were written");
 }
 
-#[rstest]
+#[apply(backends)]
 #[tokio::test]
-async fn decide_appends_nothing_when_the_decision_returns_no_events(
-    #[values(Backend::Postgres, Backend::Memory)] backend: Backend,
-) {
-    let store = AnyStore::new(backend).await;
+async fn decide_appends_nothing_when_the_decision_returns_no_events(backend: Backend) {
+    let store = store_on(backend).await;
     let anything = Projection::new(Query::all(), (), |_, _| {});
     let outcome = decide(&store, &anything, |()| Ok::<_, String>(vec![])).await;
     assert!(matches!(outcome, Ok(None)), "{outcome:?}");
-    assert_eq!(store.row_count().await, 0);
+    assert_eq!(store.event_count().await, 0);
 }
 
 #[test]

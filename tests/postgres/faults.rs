@@ -4,8 +4,6 @@
 //! twice, that no call waits past its bound, and that every error is classified honestly: a
 //! retryable error succeeded when the same call was retried.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +14,7 @@ use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
-use common::event;
+use crate::common::{self, event};
 
 /// A store made by the builder (a pool of 8, bounded waits) in a fresh schema,
 /// whose connections carry the schema's name as `application_name`, so that a killer can find
@@ -76,15 +74,8 @@ async fn killed_connections_lose_nothing_and_write_nothing_twice() {
         tokio::spawn(async move {
             let client = pool.get().await.expect("the killer's connection");
             while !done.load(Ordering::Relaxed) {
-                let row = client
-                    .query_one(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                        &[&app],
-                    )
-                    .await
-                    .expect("terminating backends");
-                killed.fetch_add(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
+                let terminated = common::kill_connections(&client, &app).await;
+                killed.fetch_add(terminated, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

@@ -3,14 +3,12 @@
 //! delivered, exactly once, proven here by holding a transaction open; the race of writers
 //! against a consumer that stops and resumes is in `tests/subscriptions.rs`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use dcbstore::{Checkpoint, EventStore, Query, ReadOptions};
 use serde_json::json;
 
-use common::event;
+use crate::common::{self, event};
 
 /// Pages of the feed from `after` until `want` events came or `wait` passed.
 async fn feed_for(

@@ -2,10 +2,9 @@
 //! self-signed on a development machine, so this test trusts any certificate; an application
 //! passes its roots instead.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common;
 use dcbstore::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };

@@ -1,0 +1,259 @@
+//! A decision's guard covers what its read could not see, raced: writers of unguarded events on
+//! a shared tag leave gaps in commit order (on PostgreSQL an event appended in a transaction
+//! held open while the next one commits), while deciders decide; replaying the log afterwards,
+//! no decision missed an event of its boundary at or below the position it read. The
+//! deterministic interleavings are in the PostgreSQL suite (`tests/postgres/visibility.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dcbstore::{
+    DecideError, Event, EventStore, Projection, Query, QueryItem, ReadOptions, RetryPolicy,
+    decide_with,
+};
+use rstest::rstest;
+use rstest_reuse::apply;
+use serde_json::json;
+
+use crate::common::{Backend, Store, StoreExt, backends, store_on};
+
+// ---------------------------------------------------------------------------------------------
+// Races: writers of unguarded events on a shared tag, each leaving a gap in commit order again
+// and again (an event appended in a transaction held open a moment while the next one commits,
+// as when a read model is updated in the same commit), while deciders decide over a tag of their
+// own plus the shared one. Every decision writes how many events of its boundary it saw and the
+// last position it read; replaying the log afterwards, the boundary must hold exactly that many
+// events at or below that position: nothing below it was missed. The tags move on to a new epoch
+// every `EPOCH` rounds of the noise writers, so that boundaries (and reads) stay small however
+// long the race runs.
+
+const DECIDERS: usize = 4;
+const NOISE_WRITERS: usize = 2;
+const DECISIONS: usize = 2_000;
+const EPOCH: usize = 40;
+const RACE_LIMIT: Duration = Duration::from_secs(240);
+
+fn shared(epoch: usize) -> String {
+    format!("shared:{epoch}")
+}
+
+fn own(decider: usize, epoch: usize) -> String {
+    format!("decider:{decider}:{epoch}")
+}
+
+fn boundary(decider: usize, epoch: usize) -> Query {
+    Query::from_items([
+        QueryItem::tagged([own(decider, epoch)]),
+        QueryItem::tagged([shared(epoch)]),
+    ])
+}
+
+fn decided(decider: usize, epoch: usize, seen: usize, last: Option<u64>) -> Event {
+    Event::new(
+        "Decided",
+        json!({"decider": decider, "epoch": epoch, "seen": seen, "last": last.unwrap_or(0)}),
+    )
+    .with_tags([own(decider, epoch)])
+}
+
+/// The store a race runs on; on PostgreSQL also as itself, for the noise writers' open
+/// transactions (`append_in`).
+#[derive(Clone)]
+struct Race {
+    store: Store,
+    #[cfg(feature = "postgres")]
+    postgres: Option<dcbstore::PgEventStore>,
+    #[cfg(not(feature = "postgres"))]
+    postgres: Option<std::convert::Infallible>,
+}
+
+impl Race {
+    async fn on(backend: Backend) -> Self {
+        match backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let pg = crate::common::store_with_pool(40).await;
+                Self {
+                    store: Arc::new(pg.clone()),
+                    postgres: Some(pg),
+                }
+            }
+            Backend::Memory => Self {
+                store: store_on(backend).await,
+                postgres: None,
+            },
+        }
+    }
+}
+
+/// How the deciders of a race decide.
+#[derive(Debug, Clone, Copy)]
+enum Decider {
+    /// `read`, then `append` guarded by `read.append_condition()`.
+    ReadThenAppend,
+    /// `decide` with a projection of the boundary.
+    Decide,
+}
+
+/// Until `stop`: appends an unguarded event on the shared tag, and while it is not committed yet
+/// appends the next one on another connection (which commits first unless it has to wait for a
+/// lock); then commits the first and pauses.
+async fn noise(race: Race, writer: usize, rounds: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let tag = shared(rounds.fetch_add(1, Ordering::Relaxed) / EPOCH);
+        let mut noise = || {
+            n += 1;
+            Event::new("Noise", json!({"writer": writer, "n": n})).with_tags([tag.clone()])
+        };
+        let (first, second) = (noise(), noise());
+        match &race.postgres {
+            #[cfg(feature = "postgres")]
+            Some(pg) => {
+                let mut client = pg.pool().get().await.unwrap();
+                let tx = client.transaction().await.unwrap();
+                pg.append_in(&tx, [first], None).await.unwrap();
+                // On its own connection and not awaited before the commit: behind a decider
+                // queued for the shared tag's lock, it waits for that commit.
+                let next = tokio::spawn({
+                    let pg = pg.clone();
+                    async move { pg.append([second], None).await }
+                });
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                tx.commit().await.unwrap();
+                next.await.unwrap().unwrap();
+            }
+            _ => {
+                race.store.append([first], None).await.unwrap();
+                race.store.append([second], None).await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10 + n % 16)).await;
+    }
+}
+
+/// Makes decisions until `DECISIONS` have succeeded in all (or the time is up).
+async fn decider(
+    store: Store,
+    id: usize,
+    how: Decider,
+    done: Arc<AtomicUsize>,
+    rounds: Arc<AtomicUsize>,
+) {
+    let started = Instant::now();
+    while done.load(Ordering::Relaxed) < DECISIONS && started.elapsed() < RACE_LIMIT {
+        let epoch = rounds.load(Ordering::Relaxed) / EPOCH;
+        let query = boundary(id, epoch);
+        let succeeded = match how {
+            Decider::ReadThenAppend => {
+                let read = store.read(&query, ReadOptions::default()).await.unwrap();
+                let event = decided(id, epoch, read.len(), read.last_position());
+                match store
+                    .append([event], Some(read.append_condition().unwrap()))
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) if e.is_append_condition_failed() => false,
+                    Err(e) => panic!("decider {id}: {e}"),
+                }
+            }
+            Decider::Decide => {
+                let seen = Projection::new(query, (0usize, None), |s, e| {
+                    *s = (s.0 + 1, Some(e.position));
+                });
+                let once = RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::default()
+                };
+                match decide_with(&store, &seen, once, |(n, last)| {
+                    Ok::<_, String>(vec![decided(id, epoch, n, last)])
+                })
+                .await
+                {
+                    Ok(_) => true,
+                    Err(DecideError::TooManyConflicts { .. }) => false,
+                    Err(e) => panic!("decider {id}: {e}"),
+                }
+            }
+        };
+        // The in-memory store answers without awaiting: let the noise writers run.
+        tokio::task::yield_now().await;
+        if succeeded {
+            done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tokio::time::sleep(Duration::from_micros(200 * (id as u64 % 4 + 1))).await;
+        }
+    }
+}
+
+/// Runs the race and checks every decision against the log.
+async fn race(backend: Backend, how: Decider) {
+    let race = Race::on(backend).await;
+    let store = race.store.clone();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..NOISE_WRITERS)
+        .map(|w| tokio::spawn(noise(race.clone(), w, rounds.clone(), stop.clone())))
+        .collect();
+    let deciders: Vec<_> = (0..DECIDERS)
+        .map(|d| tokio::spawn(decider(store.clone(), d, how, done.clone(), rounds.clone())))
+        .collect();
+    for d in deciders {
+        d.await.expect("decider task");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("noise writer task");
+    }
+
+    let log = store.all_events().await;
+    let decisions: Vec<_> = log.iter().filter(|e| e.event_type == "Decided").collect();
+    assert!(
+        decisions.len() >= DECISIONS,
+        "only {} decisions in {RACE_LIMIT:?}",
+        decisions.len()
+    );
+    let noise = log.iter().filter(|e| e.event_type == "Noise").count();
+    eprintln!(
+        "{backend:?} {how:?}: {} decisions and {noise} noise events in {:?}",
+        decisions.len(),
+        started.elapsed()
+    );
+    let mut blind = Vec::new();
+    for d in &decisions {
+        let field = |name: &str| d.payload[name].as_u64().unwrap();
+        let query = boundary(field("decider") as usize, field("epoch") as usize);
+        let (seen, last) = (field("seen") as usize, field("last"));
+        let in_log = log
+            .iter()
+            .filter(|e| e.position <= last && query.matches(e))
+            .count();
+        if in_log != seen {
+            blind.push((d.position, seen, in_log, last));
+        }
+    }
+    assert!(
+        blind.is_empty(),
+        "{} of {} decisions missed events at or below the position they read \
+         (position, seen, in the log, last read): {:?}",
+        blind.len(),
+        decisions.len(),
+        &blind[..blind.len().min(10)]
+    );
+    assert!(noise > 0, "the noise writers wrote");
+}
+
+#[apply(backends)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deciders_never_miss_an_event_of_their_boundary(backend: Backend) {
+    race(backend, Decider::ReadThenAppend).await;
+}
+
+#[apply(backends)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_decide_calls_never_miss_an_event_of_their_boundary(backend: Backend) {
+    race(backend, Decider::Decide).await;
+}
