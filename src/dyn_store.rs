@@ -5,13 +5,15 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use crate::checkpoint::Checkpoint;
 use crate::condition::AppendCondition;
 use crate::error::Result;
 use crate::event::Event;
-use crate::feed::{Checkpoint, FeedPage};
+use crate::feed::FeedPage;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::store::{AppendResult, EventStore, EventStream, ReadResult};
+use crate::results::{AppendResult, ReadResult};
+use crate::store::{EventStore, EventStream};
 use crate::subscription::{SubscribeOptions, Subscription};
 
 /// [`EventStore`] in a form that can be a trait object: `Box<dyn DynEventStore>` or

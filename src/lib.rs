@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod checkpoint;
 mod condition;
 mod decision;
 mod dyn_store;
@@ -10,6 +11,7 @@ mod error;
 mod event;
 mod feed;
 mod fnv;
+mod input;
 mod jsonb;
 pub mod limits;
 mod memory;
@@ -18,6 +20,7 @@ mod options;
 pub mod pg;
 mod projector;
 mod query;
+mod results;
 mod retry;
 mod snapshot;
 mod store;
@@ -27,6 +30,7 @@ mod telemetry;
 mod typed;
 mod validate;
 
+pub use checkpoint::Checkpoint;
 pub use condition::AppendCondition;
 pub use decision::{DecideError, DecisionModel, Projection, decide, decide_with};
 pub use dyn_store::DynEventStore;
@@ -35,7 +39,7 @@ pub use error::{
     ParseProblem, QueryProblem, Result, ValueProblem,
 };
 pub use event::{Event, SequencedEvent};
-pub use feed::{Checkpoint, FeedEvent, FeedPage};
+pub use feed::{FeedEvent, FeedPage};
 /// The memory store's `jsonb @>`: public only so that the PostgreSQL suite can check it against
 /// the server's on random pairs (`tests/postgres/jsonb_differential.rs`); not part of the API.
 #[doc(hidden)]
@@ -49,9 +53,10 @@ pub use projector::{
     Projector, ProjectorError, ProjectorHandle, ProjectorRunner, ProjectorStatus, rebuild,
 };
 pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
+pub use results::{AppendResult, ReadResult};
 pub use retry::RetryPolicy;
 pub use snapshot::ReadSnapshot;
-pub use store::{AppendResult, EventStore, EventStream, ReadResult};
+pub use store::{EventStore, EventStream};
 pub use streams::{ClassicStream, ExpectedVersion, StreamVersion};
 pub use subscription::{
     DEFAULT_POLL_INTERVAL, DEFAULT_SUBSCRIBE_PAGE_SIZE, SubscribeOptions, Subscription,

@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::options::ReadOptions;
 use crate::query::{Query, QueryItem};
+use crate::results::AppendResult;
 use crate::snapshot::ReadSnapshot;
-use crate::store::{AppendResult, EventStore};
+use crate::store::EventStore;
 
 /// The version a writer expects a stream to be at.
 ///

@@ -19,11 +19,11 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::feed::{Checkpoint, FeedEvent, FeedPage};
-use crate::query::Query;
+use crate::feed::{FeedEvent, FeedPage};
+use crate::results::AppendResult;
 use crate::retry::RetryPolicy;
-use crate::store::{AppendResult, EventStore};
 
 /// How a [`Subscription`] reads and waits.
 ///
@@ -302,27 +302,12 @@ impl Stream for Subscription {
 const HELD_BACK_POLL: Duration = Duration::from_millis(10);
 
 /// Reads one page of a backend's feed: after a checkpoint, at most so many events.
-type FeedFn = Box<dyn Fn(Option<Checkpoint>, usize) -> BoxFuture<'static, Result<FeedPage>> + Send>;
-
-/// A subscription to `store`'s feed of `query` (see [`follow`]).
-pub(crate) fn follow_store<S: EventStore + Clone + 'static>(
-    store: &S,
-    query: &Query,
-    wake: watch::Receiver<u64>,
-    after: Option<Checkpoint>,
-    options: SubscribeOptions,
-) -> Subscription {
-    let (store, query) = (store.clone(), query.clone());
-    let feed: FeedFn = Box::new(move |after, limit| {
-        let (store, query) = (store.clone(), query.clone());
-        Box::pin(async move { store.feed(&query, after, limit).await })
-    });
-    follow(feed, wake, after, options)
-}
+pub(crate) type FeedFn =
+    Box<dyn Fn(Option<Checkpoint>, usize) -> BoxFuture<'static, Result<FeedPage>> + Send>;
 
 /// A subscription over `feed`, woken by `wake` (a counter bumped on every change that may
 /// have made events deliverable) and by the poll interval.
-fn follow(
+pub(crate) fn follow(
     feed: FeedFn,
     wake: watch::Receiver<u64>,
     after: Option<Checkpoint>,

@@ -39,7 +39,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::{Error, Result};
-use crate::store::{AppendResult, ReadResult};
+use crate::results::{AppendResult, ReadResult};
 
 /// How an append ended, as spans and metrics name it.
 fn append_outcome(outcome: &Result<AppendResult>) -> &'static str {

@@ -8,8 +8,9 @@ use super::DecisionModel;
 use crate::error::Error;
 use crate::event::Event;
 use crate::options::ReadOptions;
+use crate::results::AppendResult;
 use crate::retry::RetryPolicy;
-use crate::store::{AppendResult, EventStore};
+use crate::store::EventStore;
 use crate::telemetry;
 
 /// Why [`decide`] did not append.

@@ -2,19 +2,17 @@
 //! and [`DatabaseError`] for what the database reported.
 
 mod database;
-mod input;
 
 use std::fmt;
 use std::time::Duration;
 
-pub use database::DatabaseError;
-pub use input::{
+pub use crate::input::{
     ArgumentProblem, BatchProblem, ConfigProblem, EventProblem, InvalidInput, ParseProblem,
     QueryProblem, ValueProblem,
 };
+pub use database::DatabaseError;
 
-use crate::feed::Checkpoint;
-use crate::projector::ProjectorStatus;
+use crate::checkpoint::Checkpoint;
 
 /// The result type of every fallible call in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -114,19 +112,22 @@ pub enum Error {
     /// transaction that began before the append is still running and holds the feed back).
     /// Retryable: waiting again can succeed.
     #[error(
-        "projector {:?} had not applied the append at {target} after {waited:?}: it stands at {}, \
-         {} events applied in this run",
-        status.name,
-        OrElse(status.through, "the start (it has read nothing yet)"),
-        status.applied
+        "projector {projector:?} had not applied the append at {target} after {waited:?}: it \
+         stands at {}, {applied} events applied in this run",
+        OrElse(*through, "the start (it has read nothing yet)")
     )]
     ProjectorBehind {
+        /// The projector's name.
+        projector: String,
         /// How long it was waited for.
         waited: Duration,
         /// The append's [`AppendResult::checkpoint`](crate::AppendResult::checkpoint).
         target: Checkpoint,
-        /// Where the projector stood when the wait ended.
-        status: Box<ProjectorStatus>,
+        /// Where the projector stood when the wait ended
+        /// ([`ProjectorStatus::through`](crate::ProjectorStatus::through)).
+        through: Option<Checkpoint>,
+        /// How many events it had applied in this run.
+        applied: u64,
     },
 
     /// The connection settings could not be turned into a pool.
@@ -302,21 +303,21 @@ mod tests {
             "append condition failed: an event matching the condition query exists after position \
              none (any matching event fails it)"
         );
-        let mut status = ProjectorStatus::new("seats".into());
-        let behind = |status: &ProjectorStatus| {
+        let behind = |through| {
             Error::ProjectorBehind {
+                projector: "seats".into(),
                 waited: Duration::from_secs(1),
                 target: Checkpoint::memory(3),
-                status: Box::new(status.clone()),
+                through,
+                applied: 0,
             }
             .to_string()
         };
         assert_eq!(
-            behind(&status),
+            behind(None),
             "projector \"seats\" had not applied the append at mem:3 after 1s: it stands at the \
              start (it has read nothing yet), 0 events applied in this run"
         );
-        status.through = Some(Checkpoint::memory(2));
-        assert!(behind(&status).contains("it stands at mem:2, 0 events"));
+        assert!(behind(Some(Checkpoint::memory(2))).contains("it stands at mem:2, 0 events"));
     }
 }

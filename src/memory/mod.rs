@@ -9,19 +9,21 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::backend::{MEMORY_LABEL, MEMORY_NAME};
+use crate::checkpoint::{Checkpoint, Mark};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
-use crate::feed::{Checkpoint, FeedEvent, FeedPage, Mark};
+use crate::feed::{FeedEvent, FeedPage};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 use crate::options::ReadOptions;
 use crate::query::Query;
+use crate::results::{AppendResult, ReadResult};
 use crate::snapshot::{ReadSnapshot, Snapshot};
+use crate::store::follow_store;
 use crate::store::{
-    AppendResult, EventStore, EventStream, ReadResult, check_append, check_feed, check_read,
-    replay_or_duplicate,
+    EventStore, EventStream, check_append, check_feed, check_read, replay_or_duplicate,
 };
-use crate::subscription::{SubscribeOptions, Subscription, follow_store};
+use crate::subscription::{SubscribeOptions, Subscription};
 use crate::telemetry;
 use tokio::sync::watch;
 

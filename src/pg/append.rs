@@ -18,12 +18,13 @@ use super::config::Config;
 use super::locks::LockPlan;
 use super::sql::{self, Guard, SchemaName, Statement};
 use crate::backend::POSTGRES_NAME;
+use crate::checkpoint::Checkpoint;
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::feed::Checkpoint;
+use crate::results::AppendResult;
 use crate::snapshot::Snapshot;
-use crate::store::{AppendResult, check_append, replay_or_duplicate};
+use crate::store::{check_append, replay_or_duplicate};
 use crate::telemetry;
 
 /// An append checked and compiled (its lock plan), ready to run in a transaction. Its two

@@ -4,8 +4,8 @@
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::PgEventStore;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::feed::Checkpoint;
 
 impl PgEventStore {
     /// The checkpoint stored under `name`, `None` when there is none (the projection starts

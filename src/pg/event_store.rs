@@ -9,14 +9,17 @@ use super::connection::Lent;
 use super::read::{decode, read_feed, read_seen, read_seen_prepared};
 use super::{PgEventStore, sql};
 use crate::backend::{POSTGRES_LABEL, POSTGRES_NAME};
+use crate::checkpoint::{Checkpoint, Mark};
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::feed::{Checkpoint, FeedPage, Mark};
+use crate::feed::FeedPage;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::store::{AppendResult, EventStore, EventStream, ReadResult, check_feed};
-use crate::subscription::{SubscribeOptions, Subscription, follow_store};
+use crate::results::{AppendResult, ReadResult};
+use crate::store::follow_store;
+use crate::store::{EventStore, EventStream, check_feed};
+use crate::subscription::{SubscribeOptions, Subscription};
 use crate::telemetry;
 
 impl EventStore for PgEventStore {

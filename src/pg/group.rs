@@ -32,7 +32,7 @@ use tracing::debug;
 use super::append::{CompiledAppend, run_transaction};
 use super::connection::Lent;
 use crate::error::{Error, Result};
-use crate::store::AppendResult;
+use crate::results::AppendResult;
 use crate::telemetry;
 
 /// A group stops growing when the union of its lock keys would pass this many.

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::options::ReadOptions;
 use crate::query::Query;
-use crate::store::{AppendResult, ReadResult, check_read};
+use crate::results::{AppendResult, ReadResult};
+use crate::store::check_read;
 use append::CompiledAppend;
 use config::Config;
 pub use config::{

@@ -5,13 +5,14 @@ use tokio_postgres::{GenericClient, Row, RowStream};
 
 use super::MAX_CACHED_STATEMENTS;
 use super::sql::Statement;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
-use crate::feed::{Checkpoint, FeedEvent, FeedPage};
+use crate::feed::{FeedEvent, FeedPage};
 use crate::options::ReadOptions;
 use crate::query::Query;
+use crate::results::ReadResult;
 use crate::snapshot::{PgSnapshot, ReadSnapshot};
-use crate::store::ReadResult;
 
 /// A value the driver decoded but the store cannot read (e.g. a malformed snapshot).
 fn malformed(message: String) -> Error {

@@ -13,10 +13,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{BoxError, Error, Result};
-use crate::feed::{Checkpoint, FeedEvent};
+use crate::feed::FeedEvent;
 use crate::query::Query;
-use crate::store::{AppendResult, EventStore};
+use crate::results::AppendResult;
+use crate::store::EventStore;
 
 mod runner;
 mod tasks;

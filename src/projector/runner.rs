@@ -10,8 +10,8 @@ use super::tasks::{Reader, Worker};
 use super::{DynProjector, Projector, ProjectorStatus};
 use crate::error::{ArgumentProblem, ConfigProblem, Error, InvalidInput, Result};
 use crate::query::Query;
+use crate::results::AppendResult;
 use crate::retry::RetryPolicy;
-use crate::store::AppendResult;
 use crate::store::EventStore;
 use crate::subscription::SubscribeOptions;
 
@@ -268,8 +268,8 @@ impl ProjectorHandle {
     ///
     /// # Errors
     ///
-    /// - [`Error::ProjectorBehind`], carrying the status of the projector that had not got
-    ///   there, when `timeout` passes first (retryable: waiting again can succeed);
+    /// - [`Error::ProjectorBehind`], naming the projector that had not got there and where it
+    ///   stood, when `timeout` passes first (retryable: waiting again can succeed);
     /// - [`Error::Projector`] at once when a projector has stopped on a failure, or stopped
     ///   before it got there;
     /// - [`ArgumentProblem::ForeignCheckpoint`] for an append to a store of the other backend.
@@ -322,9 +322,11 @@ impl ProjectorHandle {
             }
             if timed_out {
                 return Err(Error::ProjectorBehind {
+                    projector: now.name,
                     waited: timeout,
                     target,
-                    status: Box::new(now),
+                    through: now.through,
+                    applied: now.applied,
                 });
             }
             if let Some(through) = now.through.filter(|t| t.backend() != target.backend()) {

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use super::runner::first_failure;
 use super::{DynProjector, ProjectorError, ProjectorStatus};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::feed::{Checkpoint, FeedEvent};
+use crate::feed::FeedEvent;
 use crate::fnv;
 use crate::query::Query;
 use crate::retry::RetryPolicy;

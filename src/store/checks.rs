@@ -1,14 +1,14 @@
 //! The checks every backend makes before it touches its log, and the classification of an
 //! append whose ids are stored already.
 
+use crate::checkpoint::Checkpoint;
 use crate::condition::AppendCondition;
 use crate::error::{ArgumentProblem, Error, InvalidInput, Result};
 use crate::event::{Event, validate_batch};
-use crate::feed::Checkpoint;
 use crate::options::ReadOptions;
 use crate::query::Query;
+use crate::results::AppendResult;
 use crate::snapshot::ReadSnapshot;
-use crate::store::AppendResult;
 use crate::validate;
 use uuid::Uuid;
 

@@ -1,22 +1,26 @@
-//! The [`EventStore`] trait both backends implement, and the results it returns.
+//! The [`EventStore`] trait both backends implement, the checks of their input, and a
+//! subscription to a store's feed.
 
 use std::future::Future;
 
 use futures::TryStreamExt;
 
+use crate::checkpoint::Checkpoint;
 use crate::condition::AppendCondition;
 use crate::error::Result;
 use crate::event::{Event, SequencedEvent};
-use crate::feed::{Checkpoint, FeedPage};
+use crate::feed::FeedPage;
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::subscription::{SubscribeOptions, Subscription};
 
 mod checks;
-mod results;
+mod follow;
 
 pub(crate) use checks::{check_append, check_feed, check_read, replay_or_duplicate};
-pub use results::{AppendResult, ReadResult};
+pub(crate) use follow::follow_store;
+
+use crate::results::{AppendResult, ReadResult};
 
 /// A stream of events in read order.
 ///

@@ -1,9 +1,9 @@
 //! What reads and appends return: [`ReadResult`] and [`AppendResult`].
 
+use crate::checkpoint::Checkpoint;
 use crate::condition::AppendCondition;
 use crate::error::{ArgumentProblem, InvalidInput, Result};
 use crate::event::SequencedEvent;
-use crate::feed::Checkpoint;
 use crate::options::ReadOptions;
 use crate::query::Query;
 use crate::snapshot::{ReadSnapshot, Snapshot};

@@ -1,4 +1,5 @@
-//! [`InvalidInput`]: why input was rejected, by what it is about.
+//! [`InvalidInput`]: why input was rejected, by what it is about. A leaf: the types it names
+//! are other crates'.
 
 use std::fmt;
 
