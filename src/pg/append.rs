@@ -230,13 +230,10 @@ impl CompiledAppend {
     }
 }
 
-/// The unguarded appends of a group in one statement (see the file).
-const UNGUARDED_GROUP: &str = include_str!("unguarded_group.sql");
-
-/// [`UNGUARDED_GROUP`] in the appends' schema, and its one parameter: the events of `appends`,
-/// each with the index of its append.
+/// [`sql::unguarded_group`] in the appends' schema, and its one parameter: the events of
+/// `appends`, each with the index of its append.
 fn unguarded_group(appends: &[(usize, &CompiledAppend)]) -> (String, Value) {
-    let sql = UNGUARDED_GROUP.replace("__SCHEMA__", &appends[0].1.schema.quoted());
+    let sql = sql::unguarded_group(&appends[0].1.schema);
     let events = appends
         .iter()
         .flat_map(|(i, append)| {
@@ -342,7 +339,7 @@ pub(super) async fn run_transaction(
             locked
         },
         join_all(queries),
-        client.batch_execute("COMMIT"),
+        client.batch_execute(sql::admin::COMMIT),
     );
     begun.map_err(Error::db("starting the append's transaction"))?;
     locked.map_err(Error::db("taking the append's advisory locks"))?;

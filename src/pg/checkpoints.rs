@@ -4,6 +4,7 @@
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::PgEventStore;
+use super::sql::admin;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
@@ -29,10 +30,7 @@ impl PgEventStore {
         client: &C,
         name: &str,
     ) -> Result<Option<Checkpoint>> {
-        let sql = format!(
-            "SELECT checkpoint FROM {}.checkpoints WHERE name = $1",
-            self.config.schema.quoted()
-        );
+        let sql = admin::load_checkpoint(&self.config.schema);
         let row = client
             .query_opt(&sql, &[&name])
             .await
@@ -70,11 +68,7 @@ impl PgEventStore {
         name: &str,
         checkpoint: Checkpoint,
     ) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO {}.checkpoints (name, checkpoint) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at = now()",
-            self.config.schema.quoted()
-        );
+        let sql = admin::save_checkpoint(&self.config.schema);
         transaction
             .execute(&sql, &[&name, &checkpoint.to_string()])
             .await
@@ -103,10 +97,7 @@ impl PgEventStore {
         transaction: &Transaction<'_>,
         name: &str,
     ) -> Result<()> {
-        let sql = format!(
-            "DELETE FROM {}.checkpoints WHERE name = $1",
-            self.config.schema.quoted()
-        );
+        let sql = admin::delete_checkpoint(&self.config.schema);
         transaction
             .execute(&sql, &[&name])
             .await

@@ -12,7 +12,7 @@ use tokio_postgres::{NoTls, Socket};
 use super::PgEventStore;
 use super::group::GroupCommit;
 use super::notify::{self, Changes};
-use super::sql::SchemaName;
+use super::sql::{SchemaName, admin};
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 
@@ -439,21 +439,7 @@ impl Config {
         statement_timeout: Duration,
         prepare: bool,
     ) -> Self {
-        let begin = |lock_timeout: Duration| -> Arc<str> {
-            format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
-                 SET LOCAL statement_timeout = {}; \
-                 SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
-                lock_timeout.as_millis().max(1),
-                statement_timeout.as_millis().max(1)
-            )
-            .into()
-        };
-        let read_begin = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SET LOCAL statement_timeout = {}; \
-             SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
-            statement_timeout.as_millis().max(1)
-        );
+        let begin = |lock_timeout| Arc::from(admin::begin_append(lock_timeout, statement_timeout));
         Self {
             schema,
             max_batch_size,
@@ -462,7 +448,7 @@ impl Config {
             prepare,
             begin: begin(lock_timeout),
             group_begin: begin(lock_timeout.min(GROUP_LOCK_WAIT)),
-            read_begin: read_begin.into(),
+            read_begin: Arc::from(admin::begin_read(statement_timeout)),
         }
     }
 }

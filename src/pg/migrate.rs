@@ -5,11 +5,10 @@ use tracing::field::Empty;
 use tracing::{Instrument, debug};
 
 use super::PgEventStore;
+use super::sql::admin;
 use crate::error::{Error, Result};
 
-/// The schema's DDL, run in the store's schema.
-pub(super) const EVENTS_DDL: &str = include_str!("../../initdb/02_events.sql");
-/// The version `EVENTS_DDL` records in `schema_version`.
+/// The version `admin::EVENTS_DDL` records in `schema_version`.
 const SCHEMA_VERSION: i32 = 3;
 /// Serializes concurrent `migrate()` calls (their `IF NOT EXISTS` checks race otherwise).
 const MIGRATE_LOCK_KEY: i64 = 0x6463_6273_746f_7265; // "dcbstore"
@@ -53,26 +52,20 @@ impl PgEventStore {
             return Ok(false);
         }
         let tx = client.transaction().await.map_err(Error::db(CONTEXT))?;
-        let schema = self.config.schema.quoted();
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            self.config.lock_timeout.as_millis().max(1)
-        ))
-        .await
-        .map_err(Error::db(CONTEXT))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK_KEY])
+        tx.batch_execute(&admin::set_lock_timeout(self.config.lock_timeout))
+            .await
+            .map_err(Error::db(CONTEXT))?;
+        tx.execute(admin::MIGRATION_LOCK, &[&MIGRATE_LOCK_KEY])
             .await
             .map_err(Error::db(CONTEXT))?;
         // Another process may have migrated while this one waited for the lock.
         if self.schema_version(&*tx).await? >= SCHEMA_VERSION {
             return Ok(false);
         }
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema};"
-        ))
-        .await
-        .map_err(Error::db(CONTEXT))?;
-        tx.batch_execute(EVENTS_DDL)
+        tx.batch_execute(&admin::create_schema(&self.config.schema))
+            .await
+            .map_err(Error::db(CONTEXT))?;
+        tx.batch_execute(admin::EVENTS_DDL)
             .await
             .map_err(Error::db(CONTEXT))?;
         tx.commit().await.map_err(Error::db(CONTEXT))?;
@@ -84,9 +77,9 @@ impl PgEventStore {
     /// versions).
     async fn schema_version<C: GenericClient>(&self, client: &C) -> Result<i32> {
         const CONTEXT: &str = "reading the schema version";
-        let table = format!("{}.schema_version", self.config.schema.quoted());
+        let table = admin::schema_version_table(&self.config.schema);
         let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .query_one(admin::RELATION_EXISTS, &[&table])
             .await
             .map_err(Error::db(CONTEXT))?
             .get(0);
@@ -94,7 +87,7 @@ impl PgEventStore {
             return Ok(0);
         }
         let version: Option<i32> = client
-            .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+            .query_one(&admin::schema_version(&self.config.schema), &[])
             .await
             .map_err(Error::db(CONTEXT))?
             .get(0);
@@ -110,6 +103,6 @@ mod tests {
             "INSERT INTO schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING;",
             super::SCHEMA_VERSION
         );
-        assert!(super::EVENTS_DDL.contains(&insert));
+        assert!(super::admin::EVENTS_DDL.contains(&insert));
     }
 }

@@ -281,10 +281,7 @@ impl PgEventStore {
         let compiled = CompiledAppend::new(&self.config, events.into_iter().collect(), condition)?;
         // The notification goes out when the caller commits, and not if it rolls back.
         let row = transaction
-            .query_one(
-                "SELECT current_setting('transaction_isolation'), pg_notify($1, '')",
-                &[&self.changes.channel()],
-            )
+            .query_one(sql::admin::ISOLATION_AND_NOTIFY, &[&self.changes.channel()])
             .await
             .map_err(Error::db("checking the transaction's isolation level"))?;
         self.changes.woke();

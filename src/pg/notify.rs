@@ -31,6 +31,7 @@ use tokio::task::AbortHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Socket};
 
+use super::sql::admin;
 use crate::fnv;
 use crate::retry::RetryPolicy;
 use crate::subscription::DEFAULT_POLL_INTERVAL;
@@ -102,11 +103,6 @@ fn listening_key(channel: &str) -> i32 {
 
 /// How long the notifier trusts what it last found out about listeners.
 const LISTENERS_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Whether a connection of this database listens on the channel whose key is (`$1`, `$2`).
-const LISTENED: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
-     WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1 AND objid::int8 = $2 \
-     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
 /// The wake-ups of one store (shared by its clones).
 pub(super) struct Changes {
@@ -236,20 +232,14 @@ async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
         };
         if listened.is_none_or(|(_, at)| at.elapsed() >= LISTENERS_RECHECK) {
             // When it cannot be found out, notify: a wake-up too many costs little.
-            let found = client.query_one(LISTENED, &[&key.0, &key.1]).await;
+            let found = client.query_one(admin::LISTENED, &[&key.0, &key.1]).await;
             let found = found.map(|row| row.get::<_, bool>(0)).unwrap_or(true);
             listened = Some((found, std::time::Instant::now()));
         }
         if listened.is_some_and(|(found, _)| !found) {
             continue;
         }
-        let sent = client
-            // A notification needs no durability: its commit does not wait for a WAL flush.
-            .execute(
-                "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
-                &[&channel],
-            )
-            .await;
+        let sent = client.execute(admin::NOTIFY, &[&channel]).await;
         drop(client);
         if let Err(error) = sent {
             tracing::debug!(%error, channel, "could not send a notification");
@@ -277,14 +267,11 @@ async fn listen(connect: Connect, channel: String, wake: Arc<watch::Sender<u64>>
                         .await
                         .map_err(|_| "timed out opening the connection".to_string())?
                         .map_err(|e| e.to_string())?;
-                let quoted = channel.replace('"', "\"\"");
                 // The lock tells notifiers that someone listens; it lives as long as the
                 // connection.
+                let listen = admin::listen(&channel, LISTENING_CLASS, listening_key(&channel));
                 client
-                    .batch_execute(&format!(
-                        "LISTEN \"{quoted}\"; SELECT pg_advisory_lock_shared({LISTENING_CLASS}, {})",
-                        listening_key(&channel)
-                    ))
+                    .batch_execute(&listen)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((client, notifications))

@@ -4,7 +4,7 @@ use futures::TryStreamExt;
 use tokio_postgres::{GenericClient, Row, RowStream};
 
 use super::MAX_CACHED_STATEMENTS;
-use super::sql::Statement;
+use super::sql::{self, Statement};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
@@ -66,7 +66,7 @@ pub(super) async fn read_seen_prepared(
                 .map_err(Error::db("reading events"))?;
             collect_seen(rows, query, options).await
         },
-        client.batch_execute("COMMIT"),
+        client.batch_execute(sql::admin::COMMIT),
     );
     begun.map_err(Error::db("starting the read's transaction"))?;
     let read = read?;

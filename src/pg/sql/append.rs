@@ -1,5 +1,5 @@
 //! The append: the CTE-guarded conditional `INSERT` of one append, its guard, and the statement
-//! taking its advisory locks. (A group's unguarded appends share `unguarded_group.sql`.)
+//! taking its advisory locks; the unguarded appends of a group (`unguarded_group.sql`).
 
 use sea_query::extension::postgres::PgFunc;
 use sea_query::{
@@ -304,4 +304,10 @@ fn empty(cte: &'static str) -> Expr {
     let mut select = Sql::select();
     select.expr(Expr::cust("1")).from(cte);
     Expr::not_exists(select)
+}
+
+/// The unguarded appends of a group in one statement (see the file), in `schema`. Its one
+/// parameter is a JSONB array of their events, each with the index of its append.
+pub(crate) fn unguarded_group(schema: &SchemaName) -> String {
+    include_str!("unguarded_group.sql").replace("__SCHEMA__", &schema.quoted())
 }

@@ -1,0 +1,116 @@
+//! Administration: the statements that open the store's transactions, migrate its schema, keep
+//! projector checkpoints and carry wake-ups (`LISTEN/NOTIFY`). Values travel as bound
+//! parameters; what is spliced in is the validated schema name, a channel name the store
+//! derived, and numbers.
+
+use std::time::Duration;
+
+use super::SchemaName;
+
+/// `BEGIN` of an append's transaction: READ COMMITTED, its lock and statement timeouts, and
+/// cached generic plans made with sequential scans off (see `Config::begin`). One simple query.
+pub(crate) fn begin_append(lock_timeout: Duration, statement_timeout: Duration) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
+         SET LOCAL statement_timeout = {}; \
+         SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
+        millis(lock_timeout),
+        millis(statement_timeout)
+    )
+}
+
+/// `BEGIN` of a prepared read's read-only transaction (see `Config::read_begin`).
+pub(crate) fn begin_read(statement_timeout: Duration) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SET LOCAL statement_timeout = {}; \
+         SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
+        millis(statement_timeout)
+    )
+}
+
+/// A duration as PostgreSQL's milliseconds, at least 1 (0 would mean "no limit").
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// The isolation level of the caller's transaction, and a notification sent when it commits
+/// (`$1`: the channel): the first statement of `append_in`.
+pub(crate) const ISOLATION_AND_NOTIFY: &str =
+    "SELECT current_setting('transaction_isolation'), pg_notify($1, '')";
+
+/// The schema's DDL, run in the store's schema (`initdb/02_events.sql`).
+pub(crate) const EVENTS_DDL: &str = include_str!("../../../initdb/02_events.sql");
+
+/// A migration's own lock wait, so that its DDL waits at most that long for each table lock.
+pub(crate) fn set_lock_timeout(timeout: Duration) -> String {
+    format!("SET LOCAL lock_timeout = {}", millis(timeout))
+}
+
+/// Serializes concurrent migrations (`$1`: the key): their `IF NOT EXISTS` checks race
+/// otherwise.
+pub(crate) const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// Creates the schema and runs the rest of the transaction in it.
+pub(crate) fn create_schema(schema: &SchemaName) -> String {
+    let schema = schema.quoted();
+    format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema};")
+}
+
+/// Whether the relation named `$1` exists.
+pub(crate) const RELATION_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// The schema's `schema_version` table, qualified: the argument of [`RELATION_EXISTS`].
+pub(crate) fn schema_version_table(schema: &SchemaName) -> String {
+    format!("{}.schema_version", schema.quoted())
+}
+
+/// The version recorded in the schema's `schema_version` table.
+pub(crate) fn schema_version(schema: &SchemaName) -> String {
+    format!("SELECT max(version) FROM {}", schema_version_table(schema))
+}
+
+/// The checkpoint stored under the name `$1`.
+pub(crate) fn load_checkpoint(schema: &SchemaName) -> String {
+    format!(
+        "SELECT checkpoint FROM {}.checkpoints WHERE name = $1",
+        schema.quoted()
+    )
+}
+
+/// Stores the checkpoint `$2` under the name `$1`, replacing what was there.
+pub(crate) fn save_checkpoint(schema: &SchemaName) -> String {
+    format!(
+        "INSERT INTO {}.checkpoints (name, checkpoint) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET checkpoint = excluded.checkpoint, updated_at = now()",
+        schema.quoted()
+    )
+}
+
+/// Deletes the checkpoint stored under the name `$1`.
+pub(crate) fn delete_checkpoint(schema: &SchemaName) -> String {
+    format!(
+        "DELETE FROM {}.checkpoints WHERE name = $1",
+        schema.quoted()
+    )
+}
+
+/// Whether a connection of this database listens on the channel whose key is (`$1`, `$2`):
+/// holds the shared advisory lock [`listen`] takes.
+pub(crate) const LISTENED: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
+     WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1 AND objid::int8 = $2 \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+
+/// Wakes the listeners of the channel `$1`. A notification needs no durability: its commit
+/// does not wait for a WAL flush.
+pub(crate) const NOTIFY: &str =
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
+
+/// Listens on `channel` and takes the shared advisory lock (`class`, `key`) that tells
+/// notifiers someone listens, for as long as the connection lives.
+pub(crate) fn listen(channel: &str, class: i32, key: i32) -> String {
+    let quoted = channel.replace('"', "\"\"");
+    format!("LISTEN \"{quoted}\"; SELECT pg_advisory_lock_shared({class}, {key})")
+}
+
+/// Ends a transaction the store opened with [`begin_append`] or [`begin_read`].
+pub(crate) const COMMIT: &str = "COMMIT";
