@@ -367,3 +367,61 @@ fn a_condition_derived_from_a_read_guards_what_its_snapshot_could_not_see() {
         );
     }
 }
+
+/// Both insert forms return the columns declared in [`APPENDED`] (the group's form also
+/// `append`), by the server's account: each statement is prepared on a real schema and its
+/// result columns compared, so that the append reads them by the right names.
+#[tokio::test]
+async fn both_insert_forms_return_the_declared_columns() {
+    let url = std::env::var("DATABASE_URL")
+        .expect("this test prepares the statements on PostgreSQL: set DATABASE_URL");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("a connection to DATABASE_URL");
+    tokio::spawn(connection);
+    let schema = SchemaName::new("dcb_sql_appended_columns").unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE; BEGIN; {}\n{}\nCOMMIT;",
+            schema.quoted(),
+            admin::create_schema(&schema),
+            admin::EVENTS_DDL
+        ))
+        .await
+        .expect("the schema");
+    let columns = |statement: &tokio_postgres::Statement| -> Vec<String> {
+        statement
+            .columns()
+            .iter()
+            .map(|c| c.name().into())
+            .collect()
+    };
+    let events = [Event::new("A", json!({})).with_tags(["t:1"])];
+    let query = Query::from(QueryItem::tagged(["t:1"]));
+    let guard = Guard {
+        query: &query,
+        after: Some(1),
+        snapshot: None,
+    };
+    for insert in [
+        insert_events(&schema, &events, None),
+        insert_events(&schema, &events, Some(guard)),
+    ] {
+        let prepared = client
+            .prepare_typed(&insert.sql, insert.types())
+            .await
+            .expect("the insert prepares");
+        assert_eq!(columns(&prepared), APPENDED, "{}", insert.sql);
+    }
+    let group = client
+        .prepare(&unguarded_group(&schema))
+        .await
+        .expect("the group's insert prepares");
+    let mut expected: Vec<&str> = APPENDED.to_vec();
+    expected.push("append");
+    assert_eq!(columns(&group), expected);
+    client
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", schema.quoted()))
+        .await
+        .unwrap();
+}
