@@ -10,18 +10,21 @@ use std::sync::Arc;
 /// and the driver's error as its [`source`](std::error::Error::source), whose type is not part
 /// of this crate's API.
 ///
-/// ```no_run
-/// # async fn run(store: dcbstore::PgEventStore) {
-/// use dcbstore::{Error, EventStore};
-/// match store.migrate().await {
-///     Err(Error::Database(e)) if e.sql_state() == Some("42501") => {
-///         eprintln!("no privilege to create the schema: {}", e.message())
+/// ```
+/// use dcbstore::Error;
+///
+/// /// What to tell an operator about a failed migration.
+/// fn explain(err: &Error) -> String {
+///     match err {
+///         Error::Database(e) if e.sql_state() == Some("42501") => {
+///             format!("no privilege to create the schema: {}", e.message())
+///         }
+///         e if e.is_retryable() => format!("try again later: {e}"),
+///         e => e.to_string(),
 ///     }
-///     Err(e) if e.is_retryable() => eprintln!("try again later: {e}"),
-///     Err(e) => eprintln!("{e}"),
-///     Ok(()) => {}
 /// }
-/// # }
+/// let failed = Error::AppendConditionFailed { after: Some(3) };
+/// assert!(explain(&failed).starts_with("append condition failed"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct DatabaseError {
