@@ -11,6 +11,7 @@ mod feed;
 mod group_commit;
 mod jsonb_differential;
 mod projections;
+mod replica;
 mod store;
 mod subscriptions;
 #[cfg(feature = "rustls")]
