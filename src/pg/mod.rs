@@ -279,9 +279,12 @@ impl PgEventStore {
         condition: Option<AppendCondition>,
     ) -> Result<AppendResult> {
         let compiled = CompiledAppend::new(&self.config, events.into_iter().collect(), condition)?;
-        // The notification goes out when the caller commits, and not if it rolls back.
+        // The notification goes out when the caller commits (not if it rolls back), and only
+        // when a subscriber listens.
+        let channel = self.changes.channel();
+        let (class, key) = notify::listened_key(channel);
         let row = transaction
-            .query_one(sql::admin::ISOLATION_AND_NOTIFY, &[&self.changes.channel()])
+            .query_one(sql::admin::ISOLATION_AND_NOTIFY, &[&class, &key, &channel])
             .await
             .map_err(Error::db("checking the transaction's isolation level"))?;
         self.changes.woke();

@@ -17,6 +17,7 @@
 //! `pg_locks`, at most every [`LISTENERS_RECHECK`]. With no subscriber in any other process
 //! (many small writers, say) appends send none at all. A subscriber that starts listening is
 //! notified within that interval; until then, its poll interval bounds its wait.
+//! `append_in` looks for the lock in the statement that notifies, at every call.
 //!
 //! [`PgEventStore::append_in`]: super::PgEventStore::append_in
 
@@ -94,6 +95,14 @@ pub(super) fn channel(schema: &str) -> String {
 /// The class of the advisory lock a listening connection holds on its channel ("dcbs"): with
 /// [`listening_key`], a key of the two-integer space, apart from the appends' 64-bit keys.
 const LISTENING_CLASS: i32 = 0x6463_6273;
+
+/// The advisory lock a listener of `channel` holds, as `pg_locks` shows it (`classid`, `objid`).
+pub(super) fn listened_key(channel: &str) -> (i64, i64) {
+    (
+        i64::from(LISTENING_CLASS),
+        i64::from(listening_key(channel)),
+    )
+}
 
 /// The second half of the advisory lock key of `channel`'s listeners: a hash stable across
 /// processes, kept non-negative so that it reads back the same from `pg_locks`.
@@ -214,10 +223,7 @@ const NOTIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 /// Sends one notification per burst of appends, for as long as the store lives, when a
 /// subscriber listens (see the module's documentation).
 async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
-    let key = (
-        i64::from(LISTENING_CLASS),
-        i64::from(listening_key(&channel)),
-    );
+    let key = listened_key(&channel);
     // Whether someone listened, and when that was found out.
     let mut listened: Option<(bool, std::time::Instant)> = None;
     loop {

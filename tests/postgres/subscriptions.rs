@@ -380,9 +380,10 @@ async fn raw_listener(
 }
 
 /// Appends notify only while a subscriber listens somewhere: with nobody listening (a plain
-/// `LISTEN` of the channel holds no listener's lock) 20 appends send no notification; once a
-/// subscription of another store listens, the next append notifies again (after the
-/// notifier's recheck interval), and that notification wakes the subscriber.
+/// `LISTEN` of the channel holds no listener's lock) 20 appends, half of them `append_in`,
+/// send no notification; once a subscription of another store listens, the next append
+/// notifies again (after the notifier's recheck interval), and so does an `append_in` when its
+/// transaction commits, and each notification wakes the subscriber.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_notify_only_while_a_subscriber_listens() {
     // A short schema, so that the channel is `dcbstore_<schema>` (longer names are hashed).
@@ -393,7 +394,15 @@ async fn appends_notify_only_while_a_subscriber_listens() {
 
     for n in 0..20 {
         let e = event("Appended", &["a"], json!({"n": n}));
-        writer.append([e], None).await.unwrap();
+        if n % 2 == 0 {
+            writer.append([e], None).await.unwrap();
+        } else {
+            // In the caller's transaction, which notifies on commit only when someone listens.
+            let mut client = writer.pool().get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            writer.append_in(&tx, [e], None).await.unwrap();
+            tx.commit().await.unwrap();
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -424,4 +433,18 @@ async fn appends_notify_only_while_a_subscriber_listens() {
         1,
         "the subscriber is woken by it, not by its 60 s poll"
     );
+    // So does an append in the caller's transaction, as soon as it commits.
+    while notified.try_recv().is_ok() {}
+    let mut client = writer.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let e = event("Appended", &["a"], json!({"n": 21}));
+    writer.append_in(&tx, [e], None).await.unwrap();
+    tx.commit().await.unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(10), notified.recv()).await;
+    assert!(
+        matches!(woke, Ok(Some(()))),
+        "append_in notifies once a subscriber listens"
+    );
+    let got = take(&mut live, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "woken by append_in's notification");
 }

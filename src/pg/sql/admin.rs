@@ -33,10 +33,28 @@ fn millis(d: Duration) -> u128 {
     d.as_millis().max(1)
 }
 
-/// The isolation level of the caller's transaction, and a notification sent when it commits
-/// (`$1`: the channel): the first statement of `append_in`.
-pub(crate) const ISOLATION_AND_NOTIFY: &str =
-    "SELECT current_setting('transaction_isolation'), pg_notify($1, '')";
+/// Whether a connection of this database listens on the channel whose key is (`$1`, `$2`):
+/// holds the shared advisory lock [`listen`] takes. It reads `pg_lock_status()`, the function
+/// behind the `pg_locks` view, directly: 0.07 ms above a `SELECT 1` where the view took 0.2 ms
+/// (pgbench, one client, this machine).
+macro_rules! listened {
+    () => {
+        "EXISTS (SELECT 1 FROM pg_lock_status() l \
+         WHERE l.locktype = 'advisory' AND l.objsubid = 2 \
+         AND l.classid::int8 = $1 AND l.objid::int8 = $2 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    };
+}
+
+/// The isolation level of the caller's transaction and, when a subscriber listens on the
+/// channel `$3` (whose key is `$1`, `$2`), a notification sent when the transaction commits:
+/// the first statement of `append_in`. With no listener it sends none, so that the commit does
+/// not queue behind other notifying commits.
+pub(crate) const ISOLATION_AND_NOTIFY: &str = concat!(
+    "SELECT current_setting('transaction_isolation'), (SELECT pg_notify($3, '') WHERE ",
+    listened!(),
+    ")"
+);
 
 /// The schema's DDL, run in the store's schema (`initdb/02_events.sql`).
 pub(crate) const EVENTS_DDL: &str = include_str!("../../../initdb/02_events.sql");
@@ -96,9 +114,7 @@ pub(crate) fn delete_checkpoint(schema: &SchemaName) -> String {
 
 /// Whether a connection of this database listens on the channel whose key is (`$1`, `$2`):
 /// holds the shared advisory lock [`listen`] takes.
-pub(crate) const LISTENED: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
-     WHERE locktype = 'advisory' AND objsubid = 2 AND classid::int8 = $1 AND objid::int8 = $2 \
-     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+pub(crate) const LISTENED: &str = concat!("SELECT ", listened!());
 
 /// Wakes the listeners of the channel `$1`. A notification needs no durability: its commit
 /// does not wait for a WAL flush.
