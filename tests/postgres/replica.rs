@@ -1,9 +1,14 @@
-//! Consumers on a streaming replica. The feed's frontier is the oldest transaction still running
-//! (`pg_snapshot_xmin`), and a hot standby keeps that bound: the transactions running on the
-//! primary, and those whose records it has not replayed yet, count as running there. So the
-//! feed read on a replica holds back what commits out of order on the primary, delivers nothing
-//! the replica has not replayed, and a consumer can move between the primary and the replica with
-//! its checkpoint without skipping or repeating an event.
+//! Consumers and decisions on a streaming replica. A hot standby keeps the bound the store
+//! relies on, its snapshot's `xmin`: the transactions running on the primary, and those whose
+//! records it has not replayed yet, count as running there.
+//! - The feed's frontier is that `xmin`, so the feed read on a replica holds back what commits
+//!   out of order on the primary, delivers nothing the replica has not replayed, and a consumer
+//!   can move between the primary and the replica with its checkpoint without skipping or
+//!   repeating an event.
+//! - A decision's read on a replica reports only that `xmin` as its snapshot (the standby's list
+//!   of transactions in progress leaves the primary's out), so its append on the primary is
+//!   guarded exactly: deterministic interleavings, then 2,000 racing decisions replayed from the
+//!   log.
 //!
 //! These tests need a standby of the test server: `.ci/standby` starts one on 127.0.0.1:5433, and
 //! `DATABASE_REPLICA_URL` names it. They take turns (one of them pauses replay) and run with
@@ -16,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use dcbstore::tokio_postgres::{self, NoTls};
-use dcbstore::{Checkpoint, EventStore, FeedEvent, PgEventStore, Query, ReadOptions};
+use dcbstore::{Checkpoint, EventStore, FeedEvent, PgEventStore, Query, QueryItem, ReadOptions};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -304,4 +309,314 @@ async fn a_consumer_moving_between_replica_and_primary_sees_every_event_once() {
             .all(|w| w[0].checkpoint < w[1].checkpoint),
         "not in feed order"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decisions that read on the replica and append on the primary. A standby's snapshot keeps the
+// transactions running on the primary out of its in-progress list (PostgreSQL keeps them in a
+// list `pg_current_snapshot()` does not copy), so taken as it is, the guard would take an event
+// of such a transaction for one the read saw. A read on a standby keeps only the snapshot's
+// `xmin` (every transaction at or above it counts as unseen): the guard is exact, and fails for
+// boundary events of transactions at or above that `xmin` even when the read returned them.
+
+/// The boundary of one course.
+fn course(id: &str) -> Query {
+    Query::from(QueryItem::tagged([format!("course:{id}")]))
+}
+
+/// A decision of the course `id`: a subscription.
+fn subscribed(id: &str, student: &str) -> dcbstore::Event {
+    event(
+        "StudentSubscribed",
+        &[&format!("course:{id}")],
+        json!({"student": student}),
+    )
+}
+
+/// With nothing in flight on the primary, a decision read on the replica appends on the
+/// primary; a second decision from the same read then fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
+async fn a_decision_read_on_the_replica_appends_on_the_primary() {
+    let _turn = TURN.lock().await;
+    let primary = common::store_with_pool(2).await;
+    let replica = on_replica(&primary).await;
+    replay(&replica, true).await;
+    primary
+        .append([subscribed("c1", "s0")], None)
+        .await
+        .unwrap();
+    replayed(&primary, &replica).await;
+
+    let read = replica
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    let condition = read.append_condition().unwrap();
+    primary
+        .append([subscribed("c1", "s1")], Some(condition.clone()))
+        .await
+        .expect("nothing happened to the boundary since the read");
+    let err = primary
+        .append([subscribed("c1", "s2")], Some(condition))
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+}
+
+/// A decision reads on the replica while a transaction writing an event of its boundary is
+/// open on the primary (its row already replayed there, in progress) and a later transaction,
+/// elsewhere, has committed (so the open one lies below the snapshot's `xmax`). The open
+/// transaction commits; the decision's append must fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
+async fn a_replica_read_fails_for_a_transaction_in_flight_on_the_primary() {
+    let _turn = TURN.lock().await;
+    let primary = common::store_with_pool(2).await;
+    let replica = on_replica(&primary).await;
+    replay(&replica, true).await;
+    primary
+        .append([subscribed("c1", "s0")], None)
+        .await
+        .unwrap();
+    let holder = common::store_with_pool_in(1, primary.schema()).await;
+    let mut client = holder.pool().get().await.unwrap();
+    let open = client.transaction().await.unwrap();
+    holder
+        .append_in(&open, [subscribed("c1", "in flight")], None)
+        .await
+        .unwrap();
+    primary
+        .append([subscribed("c2", "s9")], None)
+        .await
+        .unwrap();
+    replayed(&primary, &replica).await;
+
+    let read = replica
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1, "the event in flight is not visible");
+    open.commit().await.unwrap();
+    let err = primary
+        .append(
+            [subscribed("c1", "s1")],
+            Some(read.append_condition().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+}
+
+/// The same for an event below the positions the read returned: it was in flight on the
+/// primary while a later event of the boundary committed, and the replica read the later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
+async fn a_replica_read_fails_for_an_event_that_commits_below_what_it_read() {
+    let _turn = TURN.lock().await;
+    let primary = common::store_with_pool(2).await;
+    let replica = on_replica(&primary).await;
+    replay(&replica, true).await;
+    let holder = common::store_with_pool_in(1, primary.schema()).await;
+    let mut client = holder.pool().get().await.unwrap();
+    let open = client.transaction().await.unwrap();
+    let below = holder
+        .append_in(&open, [subscribed("c1", "below")], None)
+        .await
+        .unwrap();
+    let above = primary
+        .append([subscribed("c1", "above")], None)
+        .await
+        .unwrap();
+    assert!(below.last_position() < above.last_position());
+    replayed(&primary, &replica).await;
+
+    let read = replica
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap();
+    let seen: Vec<u64> = read.iter().map(|e| e.position).collect();
+    assert_eq!(seen, [above.last_position()]);
+    open.commit().await.unwrap();
+    let err = primary
+        .append(
+            [subscribed("c1", "s1")],
+            Some(read.append_condition().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+}
+
+/// A decision reads on the replica while an event of its boundary is committed on the primary
+/// but not replayed yet (replay paused): its append must fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
+async fn a_replica_read_fails_for_an_event_the_replica_has_not_replayed() {
+    let _turn = TURN.lock().await;
+    let primary = common::store_with_pool(2).await;
+    let replica = on_replica(&primary).await;
+    replay(&replica, true).await;
+    primary
+        .append([subscribed("c1", "s0")], None)
+        .await
+        .unwrap();
+    replayed(&primary, &replica).await;
+    replay(&replica, false).await;
+    let read = async {
+        primary
+            .append([subscribed("c1", "unreplayed")], None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        replica.read(&course("c1"), ReadOptions::default()).await
+    }
+    .await;
+    replay(&replica, true).await;
+    let read = read.unwrap();
+    assert_eq!(read.len(), 1, "the unreplayed event is not visible");
+    let err = primary
+        .append(
+            [subscribed("c1", "s1")],
+            Some(read.append_condition().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_append_condition_failed(), "{err}");
+}
+
+/// Deciders that read on the replica and append on the primary, against writers on the primary
+/// that leave gaps in commit order (an event appended in a transaction held open a moment while
+/// the next one commits) on a tag every boundary shares. Every decision writes how many events
+/// of its boundary it saw and the last position it read; replayed from the log, the boundary
+/// must hold exactly that many events at or below that position. 2,000 decisions; the tags
+/// move to a new epoch every 40 rounds of the writers, so that boundaries stay small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
+async fn racing_decisions_read_on_the_replica_never_miss_an_event() {
+    const DECIDERS: usize = 4;
+    const WRITERS: usize = 2;
+    const DECISIONS: usize = 2_000;
+    const EPOCH: usize = 40;
+    const LIMIT: Duration = Duration::from_secs(240);
+    let boundary = |decider: usize, epoch: usize| {
+        Query::from_items([
+            QueryItem::tagged([format!("decider:{decider}:{epoch}")]),
+            QueryItem::tagged([format!("shared:{epoch}")]),
+        ])
+    };
+    let _turn = TURN.lock().await;
+    let primary = common::store_with_pool(8).await;
+    let replica = PgEventStore::builder()
+        .schema(primary.schema())
+        .from_pool(replica_pool(DECIDERS))
+        .unwrap();
+    replayed(&primary, &replica).await;
+    replay(&replica, true).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (primary, stop, rounds) = (primary.clone(), stop.clone(), rounds.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let tag = format!("shared:{}", rounds.fetch_add(1, Ordering::Relaxed) / EPOCH);
+                    let mut noise = || {
+                        n += 1;
+                        dcbstore::Event::new("Noise", json!({"w": w, "n": n}))
+                            .with_tags([tag.clone()])
+                    };
+                    let (first, second) = (noise(), noise());
+                    let mut client = primary.pool().get().await.unwrap();
+                    let tx = client.transaction().await.unwrap();
+                    primary.append_in(&tx, [first], None).await.unwrap();
+                    let next = tokio::spawn({
+                        let primary = primary.clone();
+                        async move { primary.append([second], None).await }
+                    });
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tx.commit().await.unwrap();
+                    next.await.unwrap().unwrap();
+                    tokio::time::sleep(Duration::from_millis(10 + n % 16)).await;
+                }
+            })
+        })
+        .collect();
+    let deciders: Vec<_> = (0..DECIDERS)
+        .map(|d| {
+            let (primary, replica) = (primary.clone(), replica.clone());
+            let (done, rounds) = (done.clone(), rounds.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                while done.load(Ordering::Relaxed) < DECISIONS && started.elapsed() < LIMIT {
+                    let epoch = rounds.load(Ordering::Relaxed) / EPOCH;
+                    let read = replica
+                        .read(&boundary(d, epoch), ReadOptions::default())
+                        .await
+                        .unwrap();
+                    let decision = dcbstore::Event::new(
+                        "Decided",
+                        json!({"decider": d, "epoch": epoch, "seen": read.len(),
+                               "last": read.last_position().unwrap_or(0)}),
+                    )
+                    .with_tags([format!("decider:{d}:{epoch}")]);
+                    match primary
+                        .append([decision], Some(read.append_condition().unwrap()))
+                        .await
+                    {
+                        Ok(_) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.is_append_condition_failed() => {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err(e) => panic!("decider {d}: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for d in deciders {
+        d.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let log = common::all_events(&primary).await;
+    let decisions: Vec<_> = log.iter().filter(|e| e.event_type == "Decided").collect();
+    assert!(
+        decisions.len() >= DECISIONS,
+        "only {} decisions in {LIMIT:?}",
+        decisions.len()
+    );
+    let mut blind = Vec::new();
+    for d in &decisions {
+        let field = |name: &str| d.payload[name].as_u64().unwrap();
+        let query = boundary(field("decider") as usize, field("epoch") as usize);
+        let (seen, last) = (field("seen") as usize, field("last"));
+        let in_log = log
+            .iter()
+            .filter(|e| e.position <= last && query.matches(e))
+            .count();
+        if in_log != seen {
+            blind.push((d.position, seen, in_log, last));
+        }
+    }
+    assert!(
+        blind.is_empty(),
+        "{} of {} decisions missed events at or below the position they read \
+         (position, seen, in the log, last read): {:?}",
+        blind.len(),
+        decisions.len(),
+        &blind[..blind.len().min(10)]
+    );
+    let noise = log.iter().filter(|e| e.event_type == "Noise").count();
+    assert!(noise > 0, "the writers wrote");
+    eprintln!("{} decisions and {noise} noise events", decisions.len());
 }

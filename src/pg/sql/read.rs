@@ -21,16 +21,27 @@ pub(crate) fn select_events(
     Ok(Statement::build(&ordered(schema, query, options)?))
 }
 
-/// The read of a decision: [`select_events`] with the snapshot it runs in (the read statement's
-/// own, `pg_current_snapshot()`), as the first column of every row. With no matching event it
-/// returns one row whose other columns are `NULL`, so that the snapshot still comes back.
+/// The snapshot a decision's read reports, as text: the read statement's own
+/// (`pg_current_snapshot()`) on a primary. On a hot standby only its `xmin` (`xmin:xmin:`, every
+/// transaction at or above it unseen): a standby keeps the transactions running on the primary
+/// out of the in-progress list `pg_current_snapshot()` shows, so that list would make a guard
+/// take an event of such a transaction, committed after the read, for one the read saw. The
+/// `xmin` holds there (those transactions, and those not replayed yet, count as running).
+const SEEN_SNAPSHOT: &str = "CASE WHEN pg_is_in_recovery() \
+     THEN pg_snapshot_xmin(pg_current_snapshot())::text || ':' \
+     || pg_snapshot_xmin(pg_current_snapshot())::text || ':' \
+     ELSE pg_current_snapshot()::text END";
+
+/// The read of a decision: [`select_events`] with the snapshot it runs in ([`SEEN_SNAPSHOT`]),
+/// as the first column of every row. With no matching event it returns one row whose other
+/// columns are `NULL`, so that the snapshot still comes back.
 pub(crate) fn select_events_seen(
     schema: &SchemaName,
     query: &Query,
     options: &ReadOptions,
 ) -> Result<Statement, InvalidInput> {
     let mut snapshot = Sql::select();
-    snapshot.expr_as(Expr::cust("pg_current_snapshot()::text"), "snapshot");
+    snapshot.expr_as(Expr::cust(SEEN_SNAPSHOT), "snapshot");
     let mut select = Sql::select();
     select
         .column(("read", "snapshot"))

@@ -283,7 +283,7 @@ fn read_of_a_decision_returns_its_snapshot_even_when_nothing_matches() {
     assert_eq!(
         s.sql,
         format!(
-            r#"SELECT "read"."snapshot", "e"."position", "e"."event_id", "e"."event_type", "e"."tags", "e"."payload", "e"."metadata", "e"."occurred_at" FROM (SELECT pg_current_snapshot()::text AS "snapshot") AS "read" LEFT JOIN LATERAL ({SELECT} WHERE "tags" @> $1 ORDER BY "position" ASC LIMIT $2) AS "e" ON TRUE"#
+            r#"SELECT "read"."snapshot", "e"."position", "e"."event_id", "e"."event_type", "e"."tags", "e"."payload", "e"."metadata", "e"."occurred_at" FROM (SELECT CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(pg_current_snapshot())::text || ':' || pg_snapshot_xmin(pg_current_snapshot())::text || ':' ELSE pg_current_snapshot()::text END AS "snapshot") AS "read" LEFT JOIN LATERAL ({SELECT} WHERE "tags" @> $1 ORDER BY "position" ASC LIMIT $2) AS "e" ON TRUE"#
         )
     );
 }
