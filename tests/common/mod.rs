@@ -12,6 +12,7 @@ use serde_json::json;
 
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod race;
 #[cfg(feature = "postgres")]
 pub use postgres::*;
 

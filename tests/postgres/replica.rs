@@ -23,8 +23,9 @@ use dcbstore::deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod}
 use dcbstore::tokio_postgres::{self, NoTls};
 use dcbstore::{Checkpoint, EventStore, FeedEvent, PgEventStore, Query, QueryItem, ReadOptions};
 use serde_json::json;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
+use crate::common::race::{self, Decider, Race};
 use crate::common::{self, event};
 
 /// One replica test at a time: pausing replay holds up every other reader of the standby.
@@ -53,11 +54,21 @@ fn replica_pool(size: usize) -> Pool {
     Pool::builder(manager).max_size(size).build().unwrap()
 }
 
+/// This test's turn on the standby (replaying), a fresh store on the primary with a pool of
+/// `size`, and the same store on the standby.
+async fn turn(size: usize) -> (MutexGuard<'static, ()>, PgEventStore, PgEventStore) {
+    let turn = TURN.lock().await;
+    let primary = common::store_with_pool(size).await;
+    let replica = on_replica(&primary).await;
+    replay(&replica, true).await;
+    (turn, primary, replica)
+}
+
 /// The store `primary` on the standby, once the standby has replayed its schema.
 async fn on_replica(primary: &PgEventStore) -> PgEventStore {
     let replica = PgEventStore::builder()
         .schema(primary.schema())
-        .from_pool(replica_pool(2))
+        .from_pool(replica_pool(4))
         .unwrap();
     replayed(primary, &replica).await;
     replica
@@ -117,10 +128,7 @@ fn types(events: &[FeedEvent]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn a_transaction_open_on_the_primary_holds_the_replica_s_feed_back() {
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(2).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(2).await;
     let holder = common::store_with_pool_in(1, primary.schema()).await;
     primary
         .append([event("First", &["a"], json!({}))], None)
@@ -172,10 +180,7 @@ async fn a_transaction_open_on_the_primary_holds_the_replica_s_feed_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn what_the_replica_has_not_replayed_is_not_delivered_nor_passed() {
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(2).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(2).await;
     primary
         .append([event("Replayed", &["a"], json!({}))], None)
         .await
@@ -229,10 +234,7 @@ async fn what_the_replica_has_not_replayed_is_not_delivered_nor_passed() {
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn a_consumer_moving_between_replica_and_primary_sees_every_event_once() {
     const WRITERS: usize = 3;
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(6).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(6).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
@@ -338,10 +340,7 @@ fn subscribed(id: &str, student: &str) -> dcbstore::Event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn a_decision_read_on_the_replica_appends_on_the_primary() {
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(2).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(2).await;
     primary
         .append([subscribed("c1", "s0")], None)
         .await
@@ -372,10 +371,7 @@ async fn a_decision_read_on_the_replica_appends_on_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn a_replica_read_fails_for_a_transaction_in_flight_on_the_primary() {
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(2).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(2).await;
     primary
         .append([subscribed("c1", "s0")], None)
         .await
@@ -414,10 +410,7 @@ async fn a_replica_read_fails_for_a_transaction_in_flight_on_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn a_replica_read_fails_for_an_event_that_commits_below_what_it_read() {
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(2).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(2).await;
     let holder = common::store_with_pool_in(1, primary.schema()).await;
     let mut client = holder.pool().get().await.unwrap();
     let open = client.transaction().await.unwrap();
@@ -454,10 +447,7 @@ async fn a_replica_read_fails_for_an_event_that_commits_below_what_it_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn a_replica_read_fails_for_an_event_the_replica_has_not_replayed() {
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(2).await;
-    let replica = on_replica(&primary).await;
-    replay(&replica, true).await;
+    let (_turn, primary, replica) = turn(2).await;
     primary
         .append([subscribed("c1", "s0")], None)
         .await
@@ -487,136 +477,12 @@ async fn a_replica_read_fails_for_an_event_the_replica_has_not_replayed() {
 }
 
 /// Deciders that read on the replica and append on the primary, against writers on the primary
-/// that leave gaps in commit order (an event appended in a transaction held open a moment while
-/// the next one commits) on a tag every boundary shares. Every decision writes how many events
-/// of its boundary it saw and the last position it read; replayed from the log, the boundary
-/// must hold exactly that many events at or below that position. 2,000 decisions; the tags
-/// move to a new epoch every 40 rounds of the writers, so that boundaries stay small.
+/// that leave gaps in commit order: the race of `common::race` (2,000 decisions, replayed from
+/// the log), with its reads on the replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a streaming standby: .ci/standby and DATABASE_REPLICA_URL"]
 async fn racing_decisions_read_on_the_replica_never_miss_an_event() {
-    const DECIDERS: usize = 4;
-    const WRITERS: usize = 2;
-    const DECISIONS: usize = 2_000;
-    const EPOCH: usize = 40;
-    const LIMIT: Duration = Duration::from_secs(240);
-    let boundary = |decider: usize, epoch: usize| {
-        Query::from_items([
-            QueryItem::tagged([format!("decider:{decider}:{epoch}")]),
-            QueryItem::tagged([format!("shared:{epoch}")]),
-        ])
-    };
-    let _turn = TURN.lock().await;
-    let primary = common::store_with_pool(8).await;
-    let replica = PgEventStore::builder()
-        .schema(primary.schema())
-        .from_pool(replica_pool(DECIDERS))
-        .unwrap();
-    replayed(&primary, &replica).await;
-    replay(&replica, true).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (primary, stop, rounds) = (primary.clone(), stop.clone(), rounds.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let tag = format!("shared:{}", rounds.fetch_add(1, Ordering::Relaxed) / EPOCH);
-                    let mut noise = || {
-                        n += 1;
-                        dcbstore::Event::new("Noise", json!({"w": w, "n": n}))
-                            .with_tags([tag.clone()])
-                    };
-                    let (first, second) = (noise(), noise());
-                    let mut client = primary.pool().get().await.unwrap();
-                    let tx = client.transaction().await.unwrap();
-                    primary.append_in(&tx, [first], None).await.unwrap();
-                    let next = tokio::spawn({
-                        let primary = primary.clone();
-                        async move { primary.append([second], None).await }
-                    });
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    tx.commit().await.unwrap();
-                    next.await.unwrap().unwrap();
-                    tokio::time::sleep(Duration::from_millis(10 + n % 16)).await;
-                }
-            })
-        })
-        .collect();
-    let deciders: Vec<_> = (0..DECIDERS)
-        .map(|d| {
-            let (primary, replica) = (primary.clone(), replica.clone());
-            let (done, rounds) = (done.clone(), rounds.clone());
-            tokio::spawn(async move {
-                let started = Instant::now();
-                while done.load(Ordering::Relaxed) < DECISIONS && started.elapsed() < LIMIT {
-                    let epoch = rounds.load(Ordering::Relaxed) / EPOCH;
-                    let read = replica
-                        .read(&boundary(d, epoch), ReadOptions::default())
-                        .await
-                        .unwrap();
-                    let decision = dcbstore::Event::new(
-                        "Decided",
-                        json!({"decider": d, "epoch": epoch, "seen": read.len(),
-                               "last": read.last_position().unwrap_or(0)}),
-                    )
-                    .with_tags([format!("decider:{d}:{epoch}")]);
-                    match primary
-                        .append([decision], Some(read.append_condition().unwrap()))
-                        .await
-                    {
-                        Ok(_) => {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) if e.is_append_condition_failed() => {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        Err(e) => panic!("decider {d}: {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    for d in deciders {
-        d.await.unwrap();
-    }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-
-    let log = common::all_events(&primary).await;
-    let decisions: Vec<_> = log.iter().filter(|e| e.event_type == "Decided").collect();
-    assert!(
-        decisions.len() >= DECISIONS,
-        "only {} decisions in {LIMIT:?}",
-        decisions.len()
-    );
-    let mut blind = Vec::new();
-    for d in &decisions {
-        let field = |name: &str| d.payload[name].as_u64().unwrap();
-        let query = boundary(field("decider") as usize, field("epoch") as usize);
-        let (seen, last) = (field("seen") as usize, field("last"));
-        let in_log = log
-            .iter()
-            .filter(|e| e.position <= last && query.matches(e))
-            .count();
-        if in_log != seen {
-            blind.push((d.position, seen, in_log, last));
-        }
-    }
-    assert!(
-        blind.is_empty(),
-        "{} of {} decisions missed events at or below the position they read \
-         (position, seen, in the log, last read): {:?}",
-        blind.len(),
-        decisions.len(),
-        &blind[..blind.len().min(10)]
-    );
-    let noise = log.iter().filter(|e| e.event_type == "Noise").count();
-    assert!(noise > 0, "the writers wrote");
-    eprintln!("{} decisions and {noise} noise events", decisions.len());
+    let (_turn, primary, replica) = turn(8).await;
+    let race = Race::reading_on(Arc::new(replica), primary);
+    race::run(race, Decider::ReadThenAppend).await;
 }
