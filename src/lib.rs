@@ -46,7 +46,7 @@ pub use feed::{FeedEvent, FeedPage};
 pub use jsonb::jsonb_contains;
 pub use limits::DEFAULT_MAX_BATCH_SIZE;
 pub use memory::MemoryEventStore;
-pub use options::ReadOptions;
+pub use options::{Consistency, ReadOptions};
 #[cfg(feature = "postgres")]
 pub use pg::{PgEventStore, PgEventStoreBuilder};
 pub use projector::{

@@ -50,7 +50,10 @@ impl<E> DecideError<E> {
 /// ([`ReadResult::append_condition`](crate::ReadResult::append_condition)): the append fails if
 /// any event matching the model's query became visible after the read, whatever its position.
 /// When the condition fails (another writer changed the boundary) it re-reads and decides again,
-/// with the default [`RetryPolicy`].
+/// with the default [`RetryPolicy`]. The first read is [`Consistency::Eventual`](crate::Consistency::Eventual)
+/// (on a store with replicas it may come from a replica), the re-reads
+/// [`Consistency::Latest`](crate::Consistency::Latest): a lagging replica is not read again and
+/// again.
 ///
 /// Returns the append's result, or `None` when the decision returned no events.
 ///
@@ -168,10 +171,14 @@ where
 {
     let query = model.query();
     let mut attempt = 0;
+    // The first read may come from a replica that lags; after a conflict the boundary is known
+    // to have changed, so the next read includes every commit made before it (on a store with
+    // replicas, the primary's or a replica's that has replayed that far).
+    let mut options = ReadOptions::default();
     loop {
         attempt += 1;
         *attempts_made = attempt;
-        let read = store.read(&query, ReadOptions::default()).await?;
+        let read = store.read(&query, options).await?;
         let state = model.fold(read.events());
         let events = decision(state).map_err(DecideError::Rejected)?;
         if events.is_empty() {
@@ -186,6 +193,7 @@ where
                     return Err(DecideError::TooManyConflicts { attempts: attempt });
                 };
                 tokio::time::sleep(wait).await;
+                options = options.latest();
             }
             Err(e) => return Err(e.into()),
         }

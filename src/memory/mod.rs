@@ -227,7 +227,7 @@ impl MemoryEventStore {
 
     /// A read, checked, with the head it saw as its snapshot.
     fn read_now(&self, query: Query, options: ReadOptions) -> Result<ReadResult> {
-        check_read(&query, &options)?;
+        check_read(&query, &options, MEMORY_NAME)?;
         let (events, head) = self.select(&query, &options);
         Ok(ReadResult::new(
             events,

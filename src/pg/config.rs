@@ -12,7 +12,8 @@ use tokio_postgres::{NoTls, Socket};
 use super::PgEventStore;
 use super::group::GroupCommit;
 use super::notify::{self, Changes};
-use super::sql::{SchemaName, admin};
+use super::replicas::{LatestReads, Policy, ReadOn, Replicas};
+use super::sql::{SchemaName, admin, replica};
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 
@@ -43,9 +44,17 @@ pub const DEFAULT_MAX_GROUP_SIZE: usize = 16;
 /// ([`PgEventStoreBuilder::groups_in_flight`]).
 pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 2;
 
+/// How long a replica may lag behind the primary and still serve reads unless told otherwise
+/// ([`PgEventStoreBuilder::max_replica_lag`]).
+pub const DEFAULT_MAX_REPLICA_LAG: Duration = Duration::from_secs(1);
+
+/// How often a store checks its replicas unless told otherwise
+/// ([`PgEventStoreBuilder::replica_check_interval`]).
+pub const DEFAULT_REPLICA_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How to build a [`PgEventStore`]: the schema, the store's limits and time bounds, group
-/// commit, prepared statements, notifications and (for a pool it opens itself) the pool's size
-/// and timeout. Start from [`PgEventStore::builder`] and finish with
+/// commit, prepared statements, notifications, (for a pool it opens itself) the pool's size
+/// and timeout, and streaming replicas to read from. Start from [`PgEventStore::builder`] and finish with
 /// [`connect`](PgEventStoreBuilder::connect) (a URL; also
 /// [`connect_with_tls`](PgEventStoreBuilder::connect_with_tls) and, with feature `rustls`,
 /// [`connect_with_rustls`](PgEventStoreBuilder::connect_with_rustls)) or
@@ -82,6 +91,20 @@ pub struct PgEventStoreBuilder {
     groups_in_flight: usize,
     prepare: bool,
     notify: bool,
+    replicas: Vec<ReplicaSource>,
+    reads_on: ReadOn,
+    consumers_on: ReadOn,
+    latest_reads: LatestReads,
+    max_replica_lag: Duration,
+    replica_check_interval: Duration,
+}
+
+/// A replica as the builder was given it.
+#[derive(Debug, Clone)]
+enum ReplicaSource {
+    Url(String),
+    Config(Box<tokio_postgres::Config>),
+    Pool(Pool),
 }
 
 impl Default for PgEventStoreBuilder {
@@ -97,6 +120,12 @@ impl Default for PgEventStoreBuilder {
             groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
             prepare: true,
             notify: true,
+            replicas: Vec::new(),
+            reads_on: ReadOn::Replicas,
+            consumers_on: ReadOn::Replicas,
+            latest_reads: LatestReads::OnPrimary,
+            max_replica_lag: DEFAULT_MAX_REPLICA_LAG,
+            replica_check_interval: DEFAULT_REPLICA_CHECK_INTERVAL,
         }
     }
 }
@@ -238,6 +267,120 @@ impl PgEventStoreBuilder {
         self
     }
 
+    /// A streaming replica (hot standby) of the primary to read from, by URL, with a pool of
+    /// its own (the same size, timeouts and TLS connector as the primary's). Call it once per
+    /// replica. By default reads, decisions' reads, the feed, subscriptions and projectors go
+    /// to a usable replica, in turn ([`reads_on`](Self::reads_on),
+    /// [`consumers_on`](Self::consumers_on)); appends, `append_in`/`read_in`, migrations and
+    /// projector checkpoints stay on the primary. A decision that reads on a replica is exactly
+    /// as exact as on the primary: its append is guarded on the primary against every event the
+    /// replica did not show. A replica that does not answer, is not a standby, or lags past
+    /// [`max_replica_lag`](Self::max_replica_lag) is skipped and reported (see
+    /// [`PgEventStore::replicas`]); a read that fails on a replica runs again on the primary.
+    /// The URL is checked when the builder finishes; with
+    /// [`from_pool`](Self::from_pool) it is opened without TLS (give a pool of yours to
+    /// [`replica_pool`](Self::replica_pool) for TLS).
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder()
+    ///     .replica("postgres://app@replica-1.internal/app")
+    ///     .replica("postgres://app@replica-2.internal/app");
+    /// ```
+    pub fn replica(mut self, url: &str) -> Self {
+        self.replicas.push(ReplicaSource::Url(url.to_string()));
+        self
+    }
+
+    /// Like [`replica`](Self::replica), from a `tokio_postgres::Config`.
+    ///
+    /// ```
+    /// let mut config = dcbstore::tokio_postgres::Config::new();
+    /// config.host("replica-1.internal").user("app").dbname("app");
+    /// let builder = dcbstore::PgEventStore::builder().replica_config(config);
+    /// ```
+    pub fn replica_config(mut self, config: tokio_postgres::Config) -> Self {
+        self.replicas.push(ReplicaSource::Config(Box::new(config)));
+        self
+    }
+
+    /// Like [`replica`](Self::replica), over a pool of yours (its own size, timeouts and TLS).
+    ///
+    /// ```no_run
+    /// use dcbstore::deadpool_postgres::{Manager, Pool};
+    /// use dcbstore::tokio_postgres::NoTls;
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::new("host=replica-1.internal user=app".parse()?, NoTls);
+    /// let replica = Pool::builder(manager).max_size(32).build()?;
+    /// let builder = dcbstore::PgEventStore::builder().replica_pool(replica);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn replica_pool(mut self, pool: Pool) -> Self {
+        self.replicas.push(ReplicaSource::Pool(pool));
+        self
+    }
+
+    /// Where `read` and `read_stream` go, a decision's read included (default
+    /// [`ReadOn::Replicas`]). Without replicas, everything reads on the primary.
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder().reads_on(dcbstore::pg::ReadOn::Primary);
+    /// ```
+    pub fn reads_on(mut self, on: ReadOn) -> Self {
+        self.reads_on = on;
+        self
+    }
+
+    /// Where the feed goes, and with it subscriptions and projectors (default
+    /// [`ReadOn::Replicas`]). Their checkpoints hold on every server: a consumer can move
+    /// between the primary and replicas without skipping or repeating an event.
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder().consumers_on(dcbstore::pg::ReadOn::Primary);
+    /// ```
+    pub fn consumers_on(mut self, on: ReadOn) -> Self {
+        self.consumers_on = on;
+        self
+    }
+
+    /// How a read that needs every commit made before it ([`Consistency::Latest`](crate::Consistency::Latest),
+    /// e.g. [`decide`](crate::decide) after a conflict) is served (default
+    /// [`LatestReads::OnPrimary`]).
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder().latest_reads(dcbstore::pg::LatestReads::AwaitReplay);
+    /// ```
+    pub fn latest_reads(mut self, how: LatestReads) -> Self {
+        self.latest_reads = how;
+        self
+    }
+
+    /// How far behind the primary a replica may be and still serve reads (default
+    /// [`DEFAULT_MAX_REPLICA_LAG`]): the time since the primary flushed the oldest part of its
+    /// log the replica has not replayed, as of the last check. It also bounds how long a read
+    /// waits on a replica for an append it must include
+    /// ([`Consistency::Includes`](crate::Consistency::Includes)) before it reads on the primary.
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder().max_replica_lag(std::time::Duration::from_millis(250));
+    /// ```
+    pub fn max_replica_lag(mut self, lag: Duration) -> Self {
+        self.max_replica_lag = lag;
+        self
+    }
+
+    /// How often the store checks its replicas (default [`DEFAULT_REPLICA_CHECK_INTERVAL`]):
+    /// one statement that reads no table on the primary and on each replica. A check waits at
+    /// most this long, and at least 1 s, for a server's answer.
+    ///
+    /// ```
+    /// let builder = dcbstore::PgEventStore::builder().replica_check_interval(std::time::Duration::from_millis(50));
+    /// ```
+    pub fn replica_check_interval(mut self, interval: Duration) -> Self {
+        self.replica_check_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// Opens a pool to `url` (`postgres://user:password@host/db?…` or `host=… user=…`) without
     /// TLS, and checks that one connection opens. Subscriptions of the store listen for other
     /// processes' appends on a connection of their own.
@@ -328,6 +471,21 @@ impl PgEventStoreBuilder {
             .parse()
             .map_err(|e: tokio_postgres::Error| Error::config("the connection URL", e))?;
         let listen = notify::connect_with(server.clone(), tls.clone());
+        let pool = self.open_pool(server, tls.clone())?;
+        let store = self.build(pool, Some(listen), tls)?;
+        drop(store.pool().get().await.map_err(Error::pool)?);
+        store.replicas.start().await;
+        Ok(store)
+    }
+
+    /// A pool of this builder's size and timeouts to `server`.
+    fn open_pool<T>(&self, server: tokio_postgres::Config, tls: T) -> Result<Pool>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::Stream: Sync + Send,
+        T::TlsConnect: Sync + Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         let manager = Manager::from_config(
             server,
             tls,
@@ -335,7 +493,7 @@ impl PgEventStoreBuilder {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
+        Pool::builder(manager)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
@@ -344,16 +502,14 @@ impl PgEventStoreBuilder {
                 recycle: Some(self.pool_timeout),
             })
             .build()
-            .map_err(|e| Error::config("the pool", e))?;
-        let store = self.build(pool, Some(listen))?;
-        drop(store.pool().get().await.map_err(Error::pool)?);
-        Ok(store)
+            .map_err(|e| Error::config("the pool", e))
     }
 
     /// A store over a pool of yours. It opens no connection of its own: its subscriptions are
     /// woken at once by the appends of this store and its clones, and see other processes'
     /// appends at their poll interval (a store from [`connect`](PgEventStoreBuilder::connect)
-    /// also listens for them).
+    /// also listens for them). Replicas given by URL or configuration get pools without TLS;
+    /// they are first checked at the store's first read, which runs on the primary.
     ///
     /// # Errors
     ///
@@ -371,11 +527,45 @@ impl PgEventStoreBuilder {
     /// # }
     /// ```
     pub fn from_pool(self, pool: Pool) -> Result<PgEventStore> {
-        self.build(pool, None)
+        self.build(pool, None, NoTls)
     }
 
-    fn build(self, pool: Pool, listen: Option<notify::Connect>) -> Result<PgEventStore> {
+    fn build<T>(self, pool: Pool, listen: Option<notify::Connect>, tls: T) -> Result<PgEventStore>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::Stream: Sync + Send,
+        T::TlsConnect: Sync + Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         let schema = SchemaName::new(&self.schema)?;
+        let mut members = Vec::with_capacity(self.replicas.len());
+        for (n, source) in self.replicas.iter().enumerate() {
+            let server = match source {
+                ReplicaSource::Pool(pool) => {
+                    members.push((format!("replica {}", n + 1), pool.clone()));
+                    continue;
+                }
+                ReplicaSource::Url(url) => url
+                    .parse()
+                    .map_err(|e: tokio_postgres::Error| Error::config("a replica's URL", e))?,
+                ReplicaSource::Config(config) => (**config).clone(),
+            };
+            let name = server_name(&server).unwrap_or_else(|| format!("replica {}", n + 1));
+            members.push((name, self.open_pool(server, tls.clone())?));
+        }
+        let policy = Policy {
+            reads: self.reads_on,
+            consumers: self.consumers_on,
+            latest: self.latest_reads,
+            max_lag: self.max_replica_lag,
+            check_interval: self.replica_check_interval,
+        };
+        let replicas = Replicas::new(
+            pool.clone(),
+            members,
+            policy,
+            replica::shows_position(&schema),
+        );
         let changes = Changes::new(notify::channel(schema.as_str()), listen, self.notify);
         let config = Config::new(
             schema,
@@ -389,8 +579,20 @@ impl PgEventStoreBuilder {
             config: Arc::new(config),
             group: Arc::new(GroupCommit::new(self.max_group_size, self.groups_in_flight)),
             changes: Arc::new(changes),
+            replicas: Arc::new(replicas),
         })
     }
+}
+
+/// `host:port` of a server's first host, for logs and metrics.
+fn server_name(server: &tokio_postgres::Config) -> Option<String> {
+    let host = match server.get_hosts().first()? {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    let port = server.get_ports().first().copied().unwrap_or(5432);
+    Some(format!("{host}:{port}"))
 }
 
 /// What a store keeps of its configuration: what its calls read, and the statements that open

@@ -7,6 +7,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::append::CompiledAppend;
 use super::connection::Lent;
 use super::read::{decode, read_feed, read_seen, read_seen_prepared};
+use super::replicas::{Reading, replayed};
 use super::{PgEventStore, sql};
 use crate::backend::{POSTGRES_LABEL, POSTGRES_NAME};
 use crate::checkpoint::{Checkpoint, Mark};
@@ -14,7 +15,7 @@ use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::feed::FeedPage;
-use crate::options::ReadOptions;
+use crate::options::{Consistency, ReadOptions};
 use crate::query::Query;
 use crate::results::{AppendResult, ReadResult};
 use crate::store::follow_store;
@@ -30,35 +31,48 @@ impl EventStore for PgEventStore {
     ) -> impl Future<Output = Result<ReadResult>> + Send {
         // Checked before a connection is taken: bad input takes none.
         let statement = self.compile_read_seen(query, &options);
-        let (pool, query) = (self.pool.clone(), query.clone());
+        let (replicas, query) = (self.replicas.clone(), query.clone());
         let items = query.items().len();
         // A read of the whole query (a decision's) has one plan whatever its values: prepared.
         let prepared = (self.config.prepare && options.from.is_none() && options.limit.is_none())
             .then(|| self.config.read_begin.clone());
         telemetry::instrument_read(POSTGRES_LABEL, items, async move {
             let statement = statement?;
-            let client = Lent::take(&pool).await?;
-            let read = match prepared {
-                Some(begin) => {
-                    read_seen_prepared(&client, &statement, &begin, query, options).await?
-                }
-                None => read_seen(&***client, &statement, query, options).await?,
-            };
-            client.release();
-            Ok(read)
+            let (statement, prepared, query) = (&statement, &prepared, &query);
+            replicas
+                .run(Reading::Reads, options.consistency, |on| async move {
+                    let client = Lent::take(&on.pool).await?;
+                    let (query, options) = (query.clone(), options);
+                    let read = match prepared {
+                        Some(begin) => {
+                            read_seen_prepared(&client, statement, begin, query, options).await?
+                        }
+                        None => read_seen(&***client, statement, query, options).await?,
+                    };
+                    client.release();
+                    Ok(read)
+                })
+                .await
         })
     }
 
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
         let statement = self.compile_read(query, &options);
-        let pool = self.pool.clone();
+        let replicas = self.replicas.clone();
         stream::once(async move {
             let statement = statement?;
-            let client = Lent::take(&pool).await?;
-            let rows = client
-                .query_typed_raw(&statement.sql, statement.params())
-                .await
-                .map_err(Error::db("reading events"))?;
+            let statement = &statement;
+            // The read runs again on the primary if it fails on a replica before its first row.
+            let (rows, client) = replicas
+                .run(Reading::Reads, options.consistency, |on| async move {
+                    let client = Lent::take(&on.pool).await?;
+                    let rows = client
+                        .query_typed_raw(&statement.sql, statement.params())
+                        .await
+                        .map_err(Error::db("reading events"))?;
+                    Ok((rows, client))
+                })
+                .await?;
             // The stream owns the connection; it goes back to the pool once every row is read
             // (dropped earlier, it is closed instead: see `Lent`).
             let rows = Box::pin(rows);
@@ -98,13 +112,35 @@ impl EventStore for PgEventStore {
                 limit,
             )?)
         });
-        let pool = self.pool.clone();
+        let replicas = self.replicas.clone();
         async move {
             let statement = statement?;
-            let client = Lent::take(&pool).await?;
-            let page = read_feed(&***client, &statement, after_mark, limit).await?;
-            client.release();
-            Ok(page)
+            let statement = &statement;
+            let replicas_ = &replicas;
+            replicas
+                .run(Reading::Consumers, Consistency::Eventual, |on| async move {
+                    let client = Lent::take(&on.pool).await?;
+                    if !on.replica {
+                        let page = read_feed(&***client, statement, after_mark, limit).await?;
+                        client.release();
+                        return Ok(page);
+                    }
+                    // How far the replica had replayed before the page's snapshot (the two
+                    // statements are pipelined, in this order).
+                    let (replayed, page) = futures::join!(
+                        replayed(&client),
+                        read_feed(&***client, statement, after_mark, limit)
+                    );
+                    let (replayed, mut page) = (replayed?, page?);
+                    client.release();
+                    // A consumer caught up on a replica that had not replayed everything the
+                    // primary has committed looks again soon rather than at its poll interval.
+                    if page.events.len() < limit && !page.held_back {
+                        page.held_back = replayed < replicas_.primary_flushed().await?;
+                    }
+                    Ok(page)
+                })
+                .await
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_postgres::{GenericClient, Transaction};
 
+use crate::backend::POSTGRES_NAME;
 use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -17,12 +18,15 @@ use crate::store::check_read;
 use append::CompiledAppend;
 use config::Config;
 pub use config::{
-    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE, DEFAULT_POOL_SIZE,
-    DEFAULT_POOL_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStoreBuilder,
+    DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_GROUP_SIZE,
+    DEFAULT_MAX_REPLICA_LAG, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT,
+    DEFAULT_REPLICA_CHECK_INTERVAL, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PgEventStoreBuilder,
 };
 use group::GroupCommit;
 use notify::Changes;
 use read::read_seen;
+use replicas::Replicas;
+pub use replicas::{LatestReads, ReadOn, ReplicaState, ReplicaStatus};
 use sql::Statement;
 
 mod append;
@@ -35,6 +39,7 @@ mod locks;
 mod migrate;
 mod notify;
 mod read;
+mod replicas;
 mod sql;
 
 /// A connection's prepared statements are dropped when they grow past this many (appends with
@@ -79,6 +84,8 @@ pub struct PgEventStore {
     group: Arc<GroupCommit>,
     /// What wakes the subscriptions of this configuration.
     changes: Arc<Changes>,
+    /// The replicas reads go to, and the policy that sends them.
+    replicas: Arc<Replicas>,
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -87,6 +94,7 @@ impl std::fmt::Debug for PgEventStore {
             .field("schema", &self.config.schema.as_str())
             .field("max_batch_size", &self.config.max_batch_size)
             .field("pool", &self.pool.status())
+            .field("replicas", &self.replicas.statuses())
             .finish()
     }
 }
@@ -202,7 +210,27 @@ impl PgEventStore {
         self.config.max_batch_size
     }
 
-    /// The connection pool, e.g. to open a transaction for [`PgEventStore::append_in`].
+    /// The store's replicas ([`PgEventStoreBuilder::replica`]), each with its state and lag as
+    /// the last check (every [`PgEventStoreBuilder::replica_check_interval`]) or call found
+    /// them; empty without replicas. The same is published as the metrics
+    /// `dcbstore_replica_usable` and `dcbstore_replica_lag_seconds` (labelled `replica`), and a
+    /// change of state is logged (`tracing`, target `dcbstore`).
+    ///
+    /// ```no_run
+    /// use dcbstore::pg::ReplicaState;
+    /// # fn run(store: dcbstore::PgEventStore) {
+    /// for replica in store.replicas() {
+    ///     if replica.state != ReplicaState::Usable {
+    ///         eprintln!("{} is skipped: {}", replica.name, replica.state);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replicas.statuses()
+    }
+
+    /// The connection pool of the primary, e.g. to open a transaction for [`PgEventStore::append_in`].
     ///
     /// ```no_run
     /// # async fn run(store: dcbstore::PgEventStore) -> Result<(), Box<dyn std::error::Error>> {
@@ -296,13 +324,13 @@ impl PgEventStore {
     }
 
     fn compile_read(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
-        check_read(query, options)?;
+        check_read(query, options, POSTGRES_NAME)?;
         Ok(sql::select_events(&self.config.schema, query, options)?)
     }
 
     /// A decision's read, checked and compiled: [`sql::select_events_seen`].
     fn compile_read_seen(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
-        check_read(query, options)?;
+        check_read(query, options, POSTGRES_NAME)?;
         Ok(sql::select_events_seen(
             &self.config.schema,
             query,

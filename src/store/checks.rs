@@ -5,7 +5,7 @@ use crate::checkpoint::Checkpoint;
 use crate::condition::AppendCondition;
 use crate::error::{ArgumentProblem, Error, InvalidInput, Result};
 use crate::event::{Event, validate_batch};
-use crate::options::ReadOptions;
+use crate::options::{Consistency, ReadOptions};
 use crate::query::Query;
 use crate::results::AppendResult;
 use crate::snapshot::ReadSnapshot;
@@ -47,9 +47,17 @@ pub(crate) fn replay_or_duplicate<'a>(
     })
 }
 
-/// Checks a read's input the same way for every backend.
-pub(crate) fn check_read(query: &Query, options: &ReadOptions) -> Result<(), InvalidInput> {
+/// Checks a read's input the same way for every backend; `backend` names the store's, whose
+/// checkpoints alone a read may have to include.
+pub(crate) fn check_read(
+    query: &Query,
+    options: &ReadOptions,
+    backend: &'static str,
+) -> Result<(), InvalidInput> {
     query.validate()?;
+    if let Consistency::Includes(checkpoint) = &options.consistency {
+        own_checkpoint(checkpoint, backend)?;
+    }
     options.from.map(validate::position).transpose()?;
     if let Some(limit) = options.limit
         && i64::try_from(limit).is_err()
@@ -95,14 +103,19 @@ pub(crate) fn check_feed(
     if limit == 0 {
         return Err(InvalidInput::from(ArgumentProblem::ZeroFeedLimit).into());
     }
-    if let Some(found) = after.map(Checkpoint::backend)
-        && found != backend
-    {
-        let foreign = ArgumentProblem::ForeignCheckpoint {
+    after.map(|a| own_checkpoint(a, backend)).transpose()?;
+    Ok(())
+}
+
+/// Refuses a checkpoint of another backend than `backend`.
+fn own_checkpoint(checkpoint: &Checkpoint, backend: &'static str) -> Result<(), InvalidInput> {
+    let found = checkpoint.backend();
+    if found != backend {
+        return Err(ArgumentProblem::ForeignCheckpoint {
             expected: backend,
             found,
-        };
-        return Err(InvalidInput::from(foreign).into());
+        }
+        .into());
     }
     Ok(())
 }

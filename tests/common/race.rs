@@ -14,7 +14,7 @@ use dcbstore::{
 };
 use serde_json::json;
 
-use super::{Backend, Store, StoreExt, store_on};
+use super::{Backend, Store, store_on};
 
 // ---------------------------------------------------------------------------------------------
 // Races: writers of unguarded events on a shared tag, each leaving a gap in commit order again
@@ -224,7 +224,13 @@ pub async fn run(race: Race, how: Decider) {
         w.await.expect("noise writer task");
     }
 
-    let log = race.writer.all_events().await;
+    // The latest log (a store that reads on a replica would otherwise read there).
+    let log = race
+        .writer
+        .read(&Query::all(), ReadOptions::default().latest())
+        .await
+        .expect("reading the whole log")
+        .into_events();
     let decisions: Vec<_> = log.iter().filter(|e| e.event_type == "Decided").collect();
     assert!(
         decisions.len() >= DECISIONS,

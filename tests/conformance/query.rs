@@ -271,3 +271,49 @@ async fn events_round_trip(backend: Backend) {
     assert_eq!(stored[0].position, written.last_position());
     assert_eq!(stored[0].event, original);
 }
+
+/// Every consistency level reads what a store that reads from one place has: the latest, and an
+/// append it is asked to include (read-your-writes); a checkpoint of the other backend is
+/// refused, and the read takes nothing.
+#[apply(backends)]
+#[tokio::test]
+async fn every_consistency_reads_the_latest_and_refuses_a_foreign_checkpoint(backend: Backend) {
+    use dcbstore::{ArgumentProblem, Checkpoint, Error, InvalidInput};
+    let store = store_on(backend).await;
+    let written = store
+        .append([event("Written", &["a"], json!({}))], None)
+        .await
+        .unwrap();
+    for options in [
+        ReadOptions::default(),
+        ReadOptions::default().latest(),
+        ReadOptions::default().including(written.checkpoint()),
+    ] {
+        let read = store.read(&Query::all(), options).await.unwrap();
+        assert_eq!(read.len(), 1, "{options:?}");
+        let streamed: Vec<_> = store
+            .read_stream(&Query::all(), options)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(streamed.len(), 1, "{options:?}");
+    }
+    let foreign: Checkpoint = match backend {
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => "mem:1".parse().unwrap(),
+        Backend::Memory => "pg:700:1".parse().unwrap(),
+    };
+    let err = store
+        .read(&Query::all(), ReadOptions::default().including(foreign))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidInput(InvalidInput::Argument(
+                ArgumentProblem::ForeignCheckpoint { .. }
+            ))
+        ),
+        "{err}"
+    );
+}

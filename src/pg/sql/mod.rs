@@ -1,7 +1,8 @@
 //! Every statement the store runs, in one place: the filter AST compiled with sea-query
 //! (`filter`), the reads and the feed (`read`), the CTE-guarded conditional `INSERT` and the
 //! advisory locks (`append`, with `unguarded_group.sql`), and administration: transactions'
-//! `BEGIN`, migrations, checkpoints and notifications (`admin`). Every value travels as a bound parameter; the
+//! `BEGIN`, migrations, checkpoints and notifications (`admin`), and what routes reads to
+//! replicas (`replica`). Every value travels as a bound parameter; the
 //! only name spliced into SQL is the schema, a validated [`SchemaName`].
 
 use sea_query::{PostgresQueryBuilder, Value as SqlValue};
@@ -14,6 +15,7 @@ pub(crate) mod admin;
 mod append;
 mod filter;
 mod read;
+pub(crate) mod replica;
 
 pub(crate) use append::{Guard, insert_events, lock_keys, unguarded_group};
 pub(crate) use read::{select_events, select_events_seen, select_feed};
