@@ -306,9 +306,11 @@ impl Replicas {
         };
         let shown = match consistency {
             Consistency::Eventual => return Some(replica),
+            // Without the primary's position nothing tells how far the replica must be: the
+            // read goes to the primary (and fails there if the primary is unreachable).
             Consistency::Latest => match health::primary_flushed(&self.primary).await {
                 Ok(flushed) => self.await_replayed(replica, flushed).await,
-                Err(_) => return Some(replica),
+                Err(_) => return None,
             },
             Consistency::Includes(checkpoint) => self.await_shown(replica, checkpoint).await,
         };
