@@ -15,8 +15,10 @@ pub struct FeedPage {
     pub next: Checkpoint,
     /// Events of the query have committed beyond this page but cannot be delivered yet:
     /// transactions that began before them are still running (for PostgreSQL: at or above
-    /// `pg_snapshot_xmin`, see [`EventStore::feed`](crate::EventStore::feed)). Ask again soon;
-    /// if it stays `true`, a long transaction holds the feed back. Always `false` in memory.
+    /// `pg_snapshot_xmin`, see [`EventStore::feed`](crate::EventStore::feed)), or, for a page
+    /// read on a replica, the replica had not replayed everything the primary had committed.
+    /// Ask again soon; if it stays `true`, a long transaction holds the feed back (or the
+    /// replica lags). Always `false` in memory.
     pub held_back: bool,
 }
 

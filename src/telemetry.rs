@@ -11,7 +11,7 @@
 //! | `dcbstore.decide` | `attempts`, `conflicts`, `outcome` |
 //! | `dcbstore.migrate` | `schema`, `applied` (false when the schema was current) |
 //!
-//! **Metrics**, each labelled with `backend` (`postgres` or `memory`):
+//! **Metrics**, each labelled with `backend` (`postgres` or `memory`) but the replicas':
 //!
 //! | metric | kind | what |
 //! |---|---|---|
@@ -24,6 +24,9 @@
 //! | `dcbstore_pool_wait_seconds` | histogram | PostgreSQL: waiting for a pooled connection |
 //! | `dcbstore_lock_wait_seconds` | histogram | PostgreSQL: an append transaction from `BEGIN` until its locks are held |
 //! | `dcbstore_group_size` | histogram | PostgreSQL: appends per group-commit transaction |
+//! | `dcbstore_replica_usable` | gauge | PostgreSQL with replicas: 1 while the replica (label `replica`) serves reads, 0 while it is skipped |
+//! | `dcbstore_replica_lag_seconds` | gauge | PostgreSQL with replicas: the replica's lag at its last check (label `replica`) |
+//! | `dcbstore_replica_fallbacks_total` | counter | PostgreSQL with replicas: reads that went to the primary instead, by `reason` (`no_usable_replica`, `not_replayed`: a replica did not show what the read must include within the lag bound, `failed`: the read failed on the replica and ran again) |
 //!
 //! `examples/observability.rs` prints them.
 
