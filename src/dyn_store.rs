@@ -10,9 +10,9 @@ use crate::condition::AppendCondition;
 use crate::error::Result;
 use crate::event::Event;
 use crate::feed::FeedPage;
-use crate::options::ReadOptions;
+use crate::options::{Consistency, ReadOptions};
 use crate::query::Query;
-use crate::results::{AppendResult, ReadResult};
+use crate::results::{AppendResult, ReadResult, Unseen};
 use crate::store::{EventStore, EventStream};
 use crate::subscription::{SubscribeOptions, Subscription};
 
@@ -51,6 +51,17 @@ pub trait DynEventStore: Send + Sync {
         query: &'a Query,
         options: ReadOptions,
     ) -> BoxFuture<'a, Result<ReadResult>>;
+
+    /// [`EventStore::read_unseen`].
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::read_unseen`].
+    fn dyn_read_unseen<'a>(
+        &'a self,
+        condition: &'a AppendCondition,
+        consistency: Consistency,
+    ) -> BoxFuture<'a, Result<Unseen>>;
 
     /// [`EventStore::append`].
     ///
@@ -104,6 +115,14 @@ impl<S: EventStore> DynEventStore for S {
         self.read(query, options).boxed()
     }
 
+    fn dyn_read_unseen<'a>(
+        &'a self,
+        condition: &'a AppendCondition,
+        consistency: Consistency,
+    ) -> BoxFuture<'a, Result<Unseen>> {
+        self.read_unseen(condition, consistency).boxed()
+    }
+
     fn dyn_append(
         &self,
         events: Vec<Event>,
@@ -151,6 +170,15 @@ macro_rules! event_store_for_pointer {
                 // The trait's future does not borrow the query.
                 let query = query.clone();
                 async move { (**self).dyn_read(&query, options).await }
+            }
+
+            fn read_unseen(
+                &self,
+                condition: &AppendCondition,
+                consistency: Consistency,
+            ) -> impl Future<Output = Result<Unseen>> + Send {
+                let condition = condition.clone();
+                async move { (**self).dyn_read_unseen(&condition, consistency).await }
             }
 
             fn append(

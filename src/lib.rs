@@ -32,7 +32,7 @@ mod validate;
 
 pub use checkpoint::Checkpoint;
 pub use condition::AppendCondition;
-pub use decision::{DecideError, DecisionModel, Projection, decide, decide_with};
+pub use decision::{DecideError, DecisionCache, DecisionModel, Projection, decide, decide_with};
 pub use dyn_store::DynEventStore;
 pub use error::{
     ArgumentProblem, BatchProblem, ConfigProblem, DatabaseError, Error, EventProblem, InvalidInput,
@@ -53,7 +53,7 @@ pub use projector::{
     Projector, ProjectorError, ProjectorHandle, ProjectorRunner, ProjectorStatus, rebuild,
 };
 pub use query::{PayloadPath, PayloadPredicate, Query, QueryItem};
-pub use results::{AppendResult, ReadResult};
+pub use results::{AppendResult, ReadResult, Unseen};
 pub use retry::RetryPolicy;
 pub use snapshot::ReadSnapshot;
 pub use store::{EventStore, EventStream};

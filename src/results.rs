@@ -382,3 +382,113 @@ impl AppendResult {
         self.positions[self.positions.len() - 1]
     }
 }
+
+/// What would fail a condition now ([`EventStore::read_unseen`](crate::EventStore::read_unseen)):
+/// the events of its query that the read it came from did not see, and the condition for a
+/// state folded from that read and these events together.
+///
+/// ```
+/// use dcbstore::{Event, EventStore, MemoryEventStore, Query, QueryItem, ReadOptions};
+/// use serde_json::json;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> dcbstore::Result<()> {
+/// let store = MemoryEventStore::new();
+/// let course = Query::from(QueryItem::tagged(["course:c1"]));
+/// let subscribed = || Event::new("Subscribed", json!({})).with_tags(["course:c1"]);
+/// store.append([subscribed()], None).await?;
+/// let read = store.read(&course, ReadOptions::default()).await?;
+/// let mut seats_taken = read.len();
+///
+/// store.append([subscribed()], None).await?;
+/// // Only what the read did not see, folded into what it did.
+/// let unseen = store.read_unseen(&read.append_condition()?, Default::default()).await?;
+/// assert!(unseen.continues());
+/// seats_taken += unseen.events().len();
+/// assert_eq!(seats_taken, 2);
+/// store.append([subscribed()], Some(unseen.append_condition().clone())).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unseen {
+    events: Vec<SequencedEvent>,
+    condition: AppendCondition,
+    continues: bool,
+}
+
+impl Unseen {
+    /// The unseen `events` of `previous` (in any order, possibly repeated), read with
+    /// `snapshot`.
+    pub(crate) fn new(
+        previous: &AppendCondition,
+        mut events: Vec<SequencedEvent>,
+        snapshot: ReadSnapshot,
+    ) -> Self {
+        events.sort_by_key(|e| e.position);
+        events.dedup_by_key(|e| e.position);
+        let continues = events
+            .first()
+            .is_none_or(|first| previous.after.is_none_or(|after| first.position > after));
+        let after = previous.after.max(events.last().map(|e| e.position));
+        let query = previous.fail_if_events_match.clone();
+        // Only a continuation makes a state that holds every event of the query the snapshot
+        // shows: only then does its condition guard just what the snapshot could not see.
+        let snapshot = match snapshot.0 {
+            Snapshot::Postgres(s) if continues => ReadSnapshot::postgres(s.covering(&query, after)),
+            _ => snapshot,
+        };
+        Self {
+            events,
+            condition: AppendCondition {
+                fail_if_events_match: query,
+                after,
+                snapshot: Some(snapshot),
+            },
+            continues,
+        }
+    }
+
+    /// The unseen events, in position order.
+    ///
+    /// ```
+    /// # fn run(unseen: dcbstore::Unseen) {
+    /// for event in unseen.events() {
+    ///     println!("{} at {}", event.event_type, event.position);
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> &[SequencedEvent] {
+        &self.events
+    }
+
+    /// Whether every unseen event lies after every event the earlier read returned, so that
+    /// folding them after what it returned gives the state a read of the whole query would
+    /// give now. `false` when an event committed below a position the read returned (commits
+    /// are not in position order), or when the earlier read ran on a replica (whose snapshot
+    /// counts what it returned of transactions still running elsewhere as unseen, so they come
+    /// again): then read the whole query again.
+    ///
+    /// ```
+    /// # fn run(unseen: dcbstore::Unseen) {
+    /// if !unseen.continues() {
+    ///     // read the whole boundary again
+    /// }
+    /// # }
+    /// ```
+    pub fn continues(&self) -> bool {
+        self.continues
+    }
+
+    /// The condition for a decision made from the earlier read's events and these (when
+    /// [`continues`](Self::continues)): it fails if an event of the query appears that neither
+    /// read saw. Otherwise it also fails for every event after the last one seen.
+    ///
+    /// ```
+    /// # fn run(unseen: dcbstore::Unseen) {
+    /// let condition = unseen.append_condition().clone();
+    /// # }
+    /// ```
+    pub fn append_condition(&self) -> &AppendCondition {
+        &self.condition
+    }
+}

@@ -4,10 +4,13 @@
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use std::future::Future;
+
 use super::DecisionModel;
+use crate::condition::AppendCondition;
 use crate::error::Error;
 use crate::event::Event;
-use crate::options::ReadOptions;
+use crate::options::{Consistency, ReadOptions};
 use crate::results::AppendResult;
 use crate::retry::RetryPolicy;
 use crate::store::EventStore;
@@ -128,6 +131,24 @@ where
     M: DecisionModel,
     F: FnMut(M::State) -> Result<Vec<Event>, E>,
 {
+    decide_from(store, model, policy, &mut decision, &mut Fresh).await
+}
+
+/// The read-decide-append loop over `boundary` (where each attempt's state comes from), in its
+/// `dcbstore.decide` span: [`decide_with`], and [`DecisionCache::decide`](super::DecisionCache::decide).
+pub(super) async fn decide_from<S, M, F, E, B>(
+    store: &S,
+    model: &M,
+    policy: RetryPolicy,
+    decision: &mut F,
+    boundary: &mut B,
+) -> Result<Option<AppendResult>, DecideError<E>>
+where
+    S: EventStore,
+    M: DecisionModel,
+    F: FnMut(M::State) -> Result<Vec<Event>, E>,
+    B: Boundary<M>,
+{
     let span = tracing::debug_span!(
         target: "dcbstore",
         "dcbstore.decide",
@@ -136,7 +157,7 @@ where
         outcome = Empty
     );
     let mut attempts = 0;
-    let outcome = decide_loop(store, model, policy, &mut decision, &mut attempts)
+    let outcome = decide_loop(store, model, policy, decision, boundary, &mut attempts)
         .instrument(span.clone())
         .await;
     span.record("attempts", attempts);
@@ -156,35 +177,66 @@ where
     outcome
 }
 
-/// The read-decide-append loop of [`decide_with`], counting its `attempts`.
-async fn decide_loop<S, M, F, E>(
+/// Where an attempt's state comes from: a read of the whole boundary ([`Fresh`]), or a state
+/// kept from earlier decisions and what it did not see (`DecisionCache`).
+pub(super) trait Boundary<M: DecisionModel>: Send {
+    /// The state to decide from, and the condition that guards a decision made from it, read
+    /// at `consistency`.
+    fn state<'a, S: EventStore>(
+        &'a mut self,
+        store: &'a S,
+        model: &'a M,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<(M::State, AppendCondition), Error>> + Send + 'a;
+}
+
+/// Every attempt reads the whole boundary.
+pub(super) struct Fresh;
+
+impl<M: DecisionModel> Boundary<M> for Fresh {
+    async fn state<S: EventStore>(
+        &mut self,
+        store: &S,
+        model: &M,
+        consistency: Consistency,
+    ) -> Result<(M::State, AppendCondition), Error> {
+        let options = ReadOptions {
+            consistency,
+            ..ReadOptions::default()
+        };
+        let read = store.read(&model.query(), options).await?;
+        Ok((model.fold(read.events()), read.append_condition()?))
+    }
+}
+
+/// The read-decide-append loop of [`decide_from`], counting its `attempts`.
+async fn decide_loop<S, M, F, E, B>(
     store: &S,
     model: &M,
     policy: RetryPolicy,
     decision: &mut F,
+    boundary: &mut B,
     attempts_made: &mut u32,
 ) -> Result<Option<AppendResult>, DecideError<E>>
 where
     S: EventStore,
     M: DecisionModel,
     F: FnMut(M::State) -> Result<Vec<Event>, E>,
+    B: Boundary<M>,
 {
-    let query = model.query();
     let mut attempt = 0;
     // The first read may come from a replica that lags; after a conflict the boundary is known
     // to have changed, so the next read includes every commit made before it (on a store with
     // replicas, the primary's or a replica's that has replayed that far).
-    let mut options = ReadOptions::default();
+    let mut consistency = Consistency::Eventual;
     loop {
         attempt += 1;
         *attempts_made = attempt;
-        let read = store.read(&query, options).await?;
-        let state = model.fold(read.events());
+        let (state, condition) = boundary.state(store, model, consistency).await?;
         let events = decision(state).map_err(DecideError::Rejected)?;
         if events.is_empty() {
             return Ok(None);
         }
-        let condition = read.append_condition()?;
         match store.append(events, Some(condition)).await {
             Ok(appended) => return Ok(Some(appended)),
             Err(e) if e.is_append_condition_failed() => {
@@ -193,7 +245,7 @@ where
                     return Err(DecideError::TooManyConflicts { attempts: attempt });
                 };
                 tokio::time::sleep(wait).await;
-                options = options.latest();
+                consistency = Consistency::Latest;
             }
             Err(e) => return Err(e.into()),
         }

@@ -2,8 +2,10 @@
 //! one read ([`Projection`], [`DecisionModel`]), and in [`command`] the loop [`decide`] that reads,
 //! decides, appends with the derived condition and retries on conflict.
 
+mod cache;
 mod command;
 
+pub use cache::DecisionCache;
 pub use command::{DecideError, decide, decide_with};
 
 use std::fmt;

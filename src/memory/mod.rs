@@ -15,13 +15,14 @@ use crate::error::{Error, Result};
 use crate::event::{Event, SequencedEvent};
 use crate::feed::{FeedEvent, FeedPage};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
-use crate::options::ReadOptions;
+use crate::options::{Consistency, ReadOptions};
 use crate::query::Query;
-use crate::results::{AppendResult, ReadResult};
+use crate::results::{AppendResult, ReadResult, Unseen};
 use crate::snapshot::{ReadSnapshot, Snapshot};
 use crate::store::follow_store;
 use crate::store::{
-    EventStore, EventStream, check_append, check_feed, check_read, replay_or_duplicate,
+    EventStore, EventStream, check_append, check_condition, check_feed, check_read,
+    replay_or_duplicate,
 };
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::telemetry;
@@ -351,6 +352,25 @@ impl EventStore for MemoryEventStore {
         telemetry::instrument_read(MEMORY_LABEL, items, async move {
             store.read_now(query, options)
         })
+    }
+
+    fn read_unseen(
+        &self,
+        condition: &AppendCondition,
+        _consistency: Consistency,
+    ) -> impl Future<Output = Result<Unseen>> + Send {
+        let (store, condition) = (self.clone(), condition.clone());
+        async move {
+            check_condition(&condition, MEMORY_NAME)?;
+            // Appends are atomic under the log's lock: what a read did not see is what came
+            // after the position it stopped at.
+            let options = ReadOptions {
+                from: condition.after.map(|after| after.saturating_add(1)),
+                ..ReadOptions::default()
+            };
+            let (events, head) = store.select(&condition.fail_if_events_match, &options);
+            Ok(Unseen::new(&condition, events, ReadSnapshot::memory(head)))
+        }
     }
 
     fn feed(

@@ -23,7 +23,6 @@ use crate::condition::AppendCondition;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::results::AppendResult;
-use crate::snapshot::Snapshot;
 use crate::store::{check_append, replay_or_duplicate};
 use crate::telemetry;
 
@@ -107,14 +106,7 @@ impl CompiledAppend {
     /// Its insert, guarded by its condition, built on first use.
     pub(super) fn insert(&self) -> &Statement {
         self.insert.get_or_init(|| {
-            let guard = self.condition.as_ref().map(|c| Guard {
-                query: &c.fail_if_events_match,
-                after: c.after.map(|p| p as i64), // checked: fits a bigint
-                snapshot: match c.snapshot.as_ref().map(|s| &s.0) {
-                    Some(Snapshot::Postgres(s)) => Some(s),
-                    _ => None, // checked: no other backend's
-                },
-            });
+            let guard = self.condition.as_ref().map(Guard::of);
             sql::insert_events(&self.schema, &self.events, guard)
         })
     }

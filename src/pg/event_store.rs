@@ -8,6 +8,7 @@ use super::append::CompiledAppend;
 use super::connection::Lent;
 use super::read::{decode, read_feed, read_seen, read_seen_prepared};
 use super::replicas::{Reading, replayed};
+use super::sql::Guard;
 use super::{PgEventStore, sql};
 use crate::backend::{POSTGRES_LABEL, POSTGRES_NAME};
 use crate::checkpoint::{Checkpoint, Mark};
@@ -17,9 +18,9 @@ use crate::event::Event;
 use crate::feed::FeedPage;
 use crate::options::{Consistency, ReadOptions};
 use crate::query::Query;
-use crate::results::{AppendResult, ReadResult};
+use crate::results::{AppendResult, ReadResult, Unseen};
 use crate::store::follow_store;
-use crate::store::{EventStore, EventStream, check_feed};
+use crate::store::{EventStore, EventStream, check_condition, check_feed};
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::telemetry;
 
@@ -54,6 +55,32 @@ impl EventStore for PgEventStore {
                 })
                 .await
         })
+    }
+
+    fn read_unseen(
+        &self,
+        condition: &AppendCondition,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Unseen>> + Send {
+        // Checked and compiled before a connection is taken: bad input takes none.
+        let statement = check_condition(condition, POSTGRES_NAME)
+            .map(|()| sql::select_unseen(&self.config.schema, Guard::of(condition)));
+        let (replicas, condition) = (self.replicas.clone(), condition.clone());
+        async move {
+            let statement = statement?;
+            let (statement, query) = (&statement, &condition.fail_if_events_match);
+            let read = replicas
+                .run(Reading::Reads, consistency, |on| async move {
+                    let client = Lent::take(&on.pool).await?;
+                    let options = ReadOptions::default();
+                    let read = read_seen(&***client, statement, query.clone(), options).await?;
+                    client.release();
+                    Ok(read)
+                })
+                .await?;
+            let snapshot = read.snapshot().clone();
+            Ok(Unseen::new(&condition, read.into_events(), snapshot))
+        }
     }
 
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {

@@ -76,18 +76,26 @@ pub(crate) fn check_append(
     backend: &'static str,
 ) -> Result<(), InvalidInput> {
     validate_batch(events, max_batch_size)?;
-    if let Some(c) = condition {
-        c.fail_if_events_match.validate()?;
-        c.after.map(validate::position).transpose()?;
-        if let Some(found) = c.snapshot.as_ref().map(ReadSnapshot::backend)
-            && found != backend
-        {
-            return Err(ArgumentProblem::ForeignSnapshot {
-                expected: backend,
-                found,
-            }
-            .into());
+    condition.map(|c| check_condition(c, backend)).transpose()?;
+    Ok(())
+}
+
+/// Checks a condition (of an append, or to read what would fail it) the same way for every
+/// backend; `backend` names the store's, whose snapshots alone it accepts.
+pub(crate) fn check_condition(
+    condition: &AppendCondition,
+    backend: &'static str,
+) -> Result<(), InvalidInput> {
+    condition.fail_if_events_match.validate()?;
+    condition.after.map(validate::position).transpose()?;
+    if let Some(found) = condition.snapshot.as_ref().map(ReadSnapshot::backend)
+        && found != backend
+    {
+        return Err(ArgumentProblem::ForeignSnapshot {
+            expected: backend,
+            found,
         }
+        .into());
     }
     Ok(())
 }

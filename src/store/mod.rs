@@ -10,17 +10,19 @@ use crate::condition::AppendCondition;
 use crate::error::Result;
 use crate::event::{Event, SequencedEvent};
 use crate::feed::FeedPage;
-use crate::options::ReadOptions;
+use crate::options::{Consistency, ReadOptions};
 use crate::query::Query;
 use crate::subscription::{SubscribeOptions, Subscription};
 
 mod checks;
 mod follow;
 
-pub(crate) use checks::{check_append, check_feed, check_read, replay_or_duplicate};
+pub(crate) use checks::{
+    check_append, check_condition, check_feed, check_read, replay_or_duplicate,
+};
 pub(crate) use follow::follow_store;
 
-use crate::results::{AppendResult, ReadResult};
+use crate::results::{AppendResult, ReadResult, Unseen};
 
 /// A stream of events in read order.
 ///
@@ -117,6 +119,38 @@ pub trait EventStore: Send + Sync {
         query: &Query,
         options: ReadOptions,
     ) -> impl Future<Output = Result<ReadResult>> + Send;
+
+    /// What would fail `condition` now: the events of its query that the read it came from
+    /// ([`ReadResult::append_condition`]) could not see, with the condition for a state folded
+    /// from that read and these events ([`Unseen::append_condition`]). A decision that keeps its
+    /// folded state reads only this the next time (see [`DecisionCache`](crate::DecisionCache)):
+    /// its cost follows what was written since, not the size of the boundary. For a condition
+    /// built by hand: the events of its query after its `after` (all of them without one).
+    /// `consistency` as for [`read`](Self::read).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an invalid condition query, or a
+    /// condition carrying the snapshot of the other backend; for PostgreSQL,
+    /// [`Error::Pool`](crate::Error::Pool) or [`Error::Database`](crate::Error::Database).
+    ///
+    /// ```
+    /// use dcbstore::{Consistency, Event, EventStore, MemoryEventStore, Query, ReadOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> dcbstore::Result<()> {
+    /// let store = MemoryEventStore::new();
+    /// let read = store.read(&Query::all(), ReadOptions::default()).await?;
+    /// store.append([Event::new("Ticked", serde_json::json!({}))], None).await?;
+    /// let unseen = store.read_unseen(&read.append_condition()?, Consistency::Eventual).await?;
+    /// assert_eq!(unseen.events().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn read_unseen(
+        &self,
+        condition: &AppendCondition,
+        consistency: Consistency,
+    ) -> impl Future<Output = Result<Unseen>> + Send;
 
     /// Appends `events` atomically, all or none, and returns their positions.
     ///

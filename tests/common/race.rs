@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dcbstore::{
-    DecideError, Event, EventStore, Projection, Query, QueryItem, ReadOptions, RetryPolicy,
-    decide_with,
+    DecideError, DecisionCache, Event, EventStore, Projection, Query, QueryItem, ReadOptions,
+    RetryPolicy, decide_with,
 };
 use serde_json::json;
 
@@ -106,6 +106,9 @@ pub enum Decider {
     ReadThenAppend,
     /// `decide` with a projection of the boundary, on the writer.
     Decide,
+    /// A `DecisionCache` of that projection per boundary, on the writer: after the first
+    /// decision each reads only what its kept state did not see.
+    Cached,
 }
 
 /// Until `stop`: appends an unguarded event on the shared tag, and while it is not committed yet
@@ -154,6 +157,16 @@ async fn decider(
     rounds: Arc<AtomicUsize>,
 ) {
     let started = Instant::now();
+    let once = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    let seen = |query| {
+        Projection::new(query, (0usize, None), |s: &mut (usize, Option<u64>), e| {
+            *s = (s.0 + 1, Some(e.position));
+        })
+    };
+    let mut cache: Option<(usize, DecisionCache<_>)> = None;
     while done.load(Ordering::Relaxed) < DECISIONS && started.elapsed() < RACE_LIMIT {
         let epoch = rounds.load(Ordering::Relaxed) / EPOCH;
         let query = boundary(id, epoch);
@@ -176,22 +189,24 @@ async fn decider(
                 }
             }
             Decider::Decide => {
-                let seen = Projection::new(query, (0usize, None), |s, e| {
-                    *s = (s.0 + 1, Some(e.position));
-                });
-                let once = RetryPolicy {
-                    max_attempts: 1,
-                    ..RetryPolicy::default()
-                };
-                match decide_with(&race.writer, &seen, once, |(n, last)| {
+                let outcome = decide_with(&race.writer, &seen(query), once, |(n, last)| {
                     Ok::<_, String>(vec![decided(id, epoch, n, last)])
                 })
-                .await
-                {
-                    Ok(_) => true,
-                    Err(DecideError::TooManyConflicts { .. }) => false,
-                    Err(e) => panic!("decider {id}: {e}"),
+                .await;
+                succeeded(id, outcome)
+            }
+            Decider::Cached => {
+                // A new boundary every epoch: its own cache.
+                if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    cache = Some((epoch, DecisionCache::new(seen(query)).with_retry(once)));
                 }
+                let (_, cache) = cache.as_mut().expect("a cache of the epoch");
+                let outcome = cache
+                    .decide(&race.writer, |(n, last)| {
+                        Ok::<_, String>(vec![decided(id, epoch, n, last)])
+                    })
+                    .await;
+                succeeded(id, outcome)
             }
         };
         // The in-memory store answers without awaiting: let the noise writers run.
@@ -201,6 +216,15 @@ async fn decider(
         } else {
             tokio::time::sleep(Duration::from_micros(200 * (id as u64 % 4 + 1))).await;
         }
+    }
+}
+
+/// Whether decider `id`'s decision appended (`false`: it lost its one attempt to a conflict).
+fn succeeded<T>(id: usize, outcome: Result<T, DecideError<String>>) -> bool {
+    match outcome {
+        Ok(_) => true,
+        Err(DecideError::TooManyConflicts { .. }) => false,
+        Err(e) => panic!("decider {id}: {e}"),
     }
 }
 

@@ -6,6 +6,7 @@
 mod common;
 
 mod append;
+mod cache;
 mod condition;
 mod dyn_store;
 mod feed;

@@ -22,3 +22,9 @@ async fn racing_deciders_never_miss_an_event_of_their_boundary(backend: Backend)
 async fn racing_decide_calls_never_miss_an_event_of_their_boundary(backend: Backend) {
     race::run(Race::on(backend).await, Decider::Decide).await;
 }
+
+#[apply(backends)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_cached_decisions_never_miss_an_event_of_their_boundary(backend: Backend) {
+    race::run(Race::on(backend).await, Decider::Cached).await;
+}

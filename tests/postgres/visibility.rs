@@ -296,3 +296,56 @@ async fn a_transaction_s_own_append_after_its_read_fails_the_read_s_condition() 
     assert!(err.is_append_condition_failed(), "{err}");
     tx.rollback().await.unwrap();
 }
+
+/// A kept decision state must see an event committed out of position order. A's event of the
+/// course (position 1) is in flight while B's (position 2) commits; the cache's first decision
+/// folds B only (and appends nothing). A then commits below what was folded: the next decision
+/// must decide from A and B, in position order (the cache reads the whole boundary again, since
+/// folding A after B would change the fold's order), and its append holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_decision_sees_an_event_committed_below_what_it_folded() {
+    let store = common::store().await;
+    let (a, commit_a, a_task) = open_append(&store, "course:c1").await;
+    let b = store
+        .append([event("SeatBlocked", &["course:c1"], json!({}))], None)
+        .await
+        .unwrap();
+    let positions =
+        dcbstore::Projection::new(course("c1"), Vec::new(), |seen: &mut Vec<u64>, e| {
+            seen.push(e.position);
+        });
+    let mut cache = dcbstore::DecisionCache::new(positions);
+    let mut first = Vec::new();
+    cache
+        .decide(&store, |seen| {
+            first = seen;
+            Ok::<_, String>(vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(first, [b.last_position()], "A is in flight");
+
+    commit_a.send(()).unwrap();
+    a_task.await.unwrap();
+    let mut second = Vec::new();
+    let decided = cache
+        .decide(&store, |seen| {
+            second = seen;
+            Ok::<_, String>(vec![event("Decided", &["course:c1"], json!({}))])
+        })
+        .await
+        .unwrap();
+    assert_eq!(second, [a, b.last_position()], "A, below B, in order");
+    assert!(decided.is_some());
+
+    // A decision that folded A after B, or missed A, is what the cache must not make: the
+    // state it decided from is a whole read's at that moment.
+    let whole: Vec<u64> = store
+        .read(&course("c1"), ReadOptions::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(&whole[..2], &second[..]);
+}

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 
 use super::filter::{filter, filter_after};
 use super::{APPENDED, COLUMNS, SchemaName, Statement, WRITTEN};
+use crate::condition::AppendCondition;
 use crate::event::Event;
 use crate::pg::locks::LockPlan;
 use crate::query::Query;
-use crate::snapshot::PgSnapshot;
+use crate::snapshot::{PgSnapshot, Snapshot};
 
 /// The guard of a conditional append: the condition's query, `after` and the snapshot of the
 /// read the decision was made from, if it carries one.
@@ -24,10 +25,23 @@ pub(crate) struct Guard<'a> {
     pub(crate) snapshot: Option<&'a PgSnapshot>,
 }
 
-impl Guard<'_> {
+impl<'a> Guard<'a> {
+    /// The guard of `condition`, checked ([`check_condition`](crate::store::check_condition)):
+    /// its `after` fits a bigint, and it carries no snapshot of another backend.
+    pub(crate) fn of(condition: &'a AppendCondition) -> Self {
+        Self {
+            query: &condition.fail_if_events_match,
+            after: condition.after.map(|p| p as i64),
+            snapshot: match condition.snapshot.as_ref().map(|s| &s.0) {
+                Some(Snapshot::Postgres(s)) => Some(s),
+                _ => None,
+            },
+        }
+    }
+
     /// Whether only events the read's snapshot could not see can fail this guard: the
     /// condition is the one derived from that read (see [`unseen_guard`]).
-    fn covered(&self) -> bool {
+    pub(crate) fn covered(&self) -> bool {
         let after = self.after.map(|a| a as u64);
         self.snapshot.is_some_and(|s| s.covers(self.query, after))
     }
@@ -202,7 +216,10 @@ fn guard(schema: &SchemaName, condition: Guard<'_>) -> Vec<CommonTableExpression
         guard.union(UnionType::All, rest);
     }
     if let Some(snapshot) = condition.snapshot {
-        ctes.push(materialized("unseen", unseen_rows(schema, snapshot)));
+        ctes.push(materialized(
+            "unseen",
+            unseen_rows(schema, snapshot, &FILTERED),
+        ));
         guard.union(UnionType::All, matching("unseen", query));
     }
     ctes.push(materialized("guard", guard));
@@ -219,10 +236,15 @@ const FILTERED: [&str; 4] = ["event_type", "tags", "payload", "occurred_at"];
 /// Visibility, not a test on the snapshot's list of transactions in progress: a writer draws its
 /// position before its transaction id, so an event can sit below the positions a read returned
 /// with a transaction id at or above the snapshot's `xmax`.
-fn unseen_rows(schema: &SchemaName, snapshot: &PgSnapshot) -> SelectStatement {
+/// `columns` are those the caller reads of them.
+pub(super) fn unseen_rows(
+    schema: &SchemaName,
+    snapshot: &PgSnapshot,
+    columns: &[&'static str],
+) -> SelectStatement {
     let mut unseen = Sql::select();
     unseen
-        .columns(FILTERED)
+        .columns(columns.iter().copied())
         .from(schema.events())
         .and_where(Expr::cust_with_values(
             r#""tx_id" >= pg_snapshot_xmin($1::pg_snapshot) AND "tx_id" <= '9223372036854775807'::xid8 AND NOT pg_visible_in_snapshot("tx_id", $1::pg_snapshot)"#,
@@ -254,7 +276,7 @@ fn unseen_guard(
     after: Option<i64>,
     snapshot: &PgSnapshot,
 ) -> Vec<CommonTableExpression> {
-    let mut unseen = unseen_rows(schema, snapshot);
+    let mut unseen = unseen_rows(schema, snapshot, &FILTERED);
     // A snapshot shows its own transaction's writes, also those made after it was taken: the
     // events this transaction wrote above `after` (when the read ran in it, `read_in`).
     let mut own = Sql::select();
@@ -270,7 +292,7 @@ fn unseen_guard(
 }
 
 /// `SELECT 1 FROM <from> WHERE <query>`.
-fn matching(from: impl IntoTableRef, query: &Query) -> SelectStatement {
+pub(super) fn matching(from: impl IntoTableRef, query: &Query) -> SelectStatement {
     let mut select = Sql::select();
     select.expr(Expr::cust("1")).from(from);
     if let Some(filter) = filter(query) {
@@ -280,7 +302,7 @@ fn matching(from: impl IntoTableRef, query: &Query) -> SelectStatement {
 }
 
 /// A `MATERIALIZED` CTE named `name`.
-fn materialized(name: &'static str, query: SelectStatement) -> CommonTableExpression {
+pub(super) fn materialized(name: &'static str, query: SelectStatement) -> CommonTableExpression {
     cte(name, query, Some(true))
 }
 

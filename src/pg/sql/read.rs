@@ -2,9 +2,11 @@
 //! and a page of the feed.
 
 use sea_query::{
-    Expr, ExprTrait, JoinType, Order, Query as Sql, SelectStatement, Value as SqlValue,
+    Expr, ExprTrait, JoinType, Order, Query as Sql, SelectStatement, UnionType, Value as SqlValue,
+    WithClause,
 };
 
+use super::append::{Guard, materialized, unseen_rows};
 use super::filter::filter;
 use super::{COLUMNS, SchemaName, Statement};
 use crate::error::InvalidInput;
@@ -54,6 +56,60 @@ pub(crate) fn select_events_seen(
             Expr::cust("TRUE"),
         );
     Ok(Statement::build(&select))
+}
+
+/// What would fail `condition` now, read with the snapshot the statement runs in (the columns
+/// of [`select_events_seen`], one row of `NULL`s when nothing would): the events of its query
+/// its snapshot could not see (collected first from the end of `(tx_id, position)`, CTE
+/// `unseen`: the cost follows what was written since the read, not the boundary), and unless
+/// the condition was derived from a read that returned every event its snapshot showed, those
+/// after `after` (every matching event without `after`). The two parts may overlap and are not
+/// ordered: the caller sorts and deduplicates.
+pub(crate) fn select_unseen(schema: &SchemaName, condition: Guard<'_>) -> Statement {
+    let mut with = WithClause::new();
+    let mut parts: Vec<SelectStatement> = Vec::new();
+    if let Some(snapshot) = condition.snapshot {
+        with.cte(materialized(
+            "unseen",
+            unseen_rows(schema, snapshot, &COLUMNS),
+        ));
+        let mut unseen = Sql::select();
+        unseen.columns(COLUMNS).from("unseen");
+        if let Some(filter) = filter(condition.query) {
+            unseen.cond_where(filter);
+        }
+        parts.push(unseen);
+    }
+    if !condition.covered() {
+        let mut after = Sql::select();
+        after.columns(COLUMNS).from(schema.events());
+        if let Some(filter) = filter(condition.query) {
+            after.cond_where(filter);
+        }
+        if let Some(position) = condition.after {
+            after.and_where(Expr::col("position").gt(position));
+        }
+        parts.push(after);
+    }
+    let mut parts = parts.into_iter();
+    let mut failing = parts
+        .next()
+        .expect("a condition has a snapshot or is not covered");
+    for part in parts {
+        failing.union(UnionType::All, part);
+    }
+    let mut snapshot = Sql::select();
+    snapshot.expr_as(Expr::cust(SEEN_SNAPSHOT), "snapshot");
+    let mut select = Sql::select();
+    select
+        .column(("read", "snapshot"))
+        .columns(COLUMNS.map(|c| ("e", c)))
+        .from_subquery(snapshot, "read")
+        .join_lateral(JoinType::LeftJoin, failing, "e", Expr::cust("TRUE"));
+    if condition.snapshot.is_some() {
+        select.with_cte(with);
+    }
+    Statement::build(&select)
 }
 
 /// A page of the feed: the events matching `query` after (`tx`, `position`) in (writing
