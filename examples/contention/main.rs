@@ -9,7 +9,8 @@
 //!
 //! Scenarios: `raw-insert` (the baseline), `append-unguarded`, `append-disjoint`, `append-hot`,
 //! `append-mixed`, `decide-disjoint` (a read and its guarded append per decision, each writer on
-//! a boundary of its own), `beside-bulk`, `guard-latency`, `read-throughput`, `feed-catch-up`,
+//! a boundary of its own), `decide-cached` (decisions over a 10- and a 10,000-event boundary,
+//! with `decide` and with a `DecisionCache`), `beside-bulk`, `guard-latency`, `read-throughput`, `feed-catch-up`,
 //! `live-latency`, or `all`. Options:
 //! `--writers` (a list), `--seconds` (per measurement, default 10), `--events` (events loaded
 //! before the append scenarios, default 100000), `--group N` and `--in-flight N` (group commit:
@@ -23,6 +24,7 @@
 //! The data lives in the schemas `bench_contention`, `bench_raw` and `bench_guard`, which the
 //! runner drops and recreates. fsync stays as the server has it (on by default).
 
+mod cached;
 mod consumers;
 
 use std::collections::HashMap;
@@ -58,10 +60,11 @@ enum Scenario {
     FeedCatchUp,
     LiveLatency,
     DecideDisjoint,
+    DecideCached,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 11] = [
+    const ALL: [Scenario; 12] = [
         Scenario::RawInsert,
         Scenario::AppendUnguarded,
         Scenario::AppendDisjoint,
@@ -71,6 +74,7 @@ impl Scenario {
         Scenario::GuardLatency,
         Scenario::ReadThroughput,
         Scenario::DecideDisjoint,
+        Scenario::DecideCached,
         Scenario::FeedCatchUp,
         Scenario::LiveLatency,
     ];
@@ -84,6 +88,7 @@ impl Scenario {
             Scenario::AppendMixed => "append-mixed",
             Scenario::BesideBulk => "beside-bulk",
             Scenario::GuardLatency => "guard-latency",
+            Scenario::DecideCached => "decide-cached",
             Scenario::ReadThroughput => "read-throughput",
             Scenario::FeedCatchUp => "feed-catch-up",
             Scenario::LiveLatency => "live-latency",
@@ -1074,6 +1079,7 @@ async fn main() -> Result<(), BoxError> {
         !matches!(
             s,
             Scenario::GuardLatency
+                | Scenario::DecideCached
                 | Scenario::ReadThroughput
                 | Scenario::FeedCatchUp
                 | Scenario::LiveLatency
@@ -1107,6 +1113,11 @@ async fn main() -> Result<(), BoxError> {
         match scenario {
             Scenario::GuardLatency => {
                 for r in bench.guard_latency().await? {
+                    r.print(json_lines);
+                }
+            }
+            Scenario::DecideCached => {
+                for r in bench.decide_cached().await? {
                     r.print(json_lines);
                 }
             }
