@@ -16,6 +16,14 @@ pub mod race;
 #[cfg(feature = "postgres")]
 pub use postgres::*;
 
+/// The problem with an argument that `err` reports, if it reports one.
+pub fn argument_problem(err: &dcbstore::Error) -> Option<&dcbstore::ArgumentProblem> {
+    match err {
+        dcbstore::Error::InvalidInput(dcbstore::InvalidInput::Argument(problem)) => Some(problem),
+        _ => None,
+    }
+}
+
 /// An event of type `event_type` with `tags` and payload `payload`.
 pub fn event(event_type: &str, tags: &[&str], payload: serde_json::Value) -> Event {
     Event::new(event_type, payload).with_tags(tags.iter().copied())

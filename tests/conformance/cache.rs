@@ -2,14 +2,14 @@
 //! `DecisionCache` decides from exactly the state a read of the whole boundary would give.
 
 use dcbstore::{
-    AppendCondition, ArgumentProblem, Consistency, DecisionCache, Error, EventStore, InvalidInput,
-    Projection, Query, QueryItem, ReadOptions, ReadSnapshot,
+    AppendCondition, ArgumentProblem, Consistency, DecisionCache, EventStore, Projection, Query,
+    QueryItem, ReadOptions, ReadSnapshot,
 };
 use rstest::rstest;
 use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{Backend, StoreExt, backends, event, store_on};
+use crate::common::{Backend, StoreExt, argument_problem, backends, event, store_on};
 
 fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))
@@ -93,10 +93,8 @@ async fn read_unseen_refuses_a_snapshot_of_the_other_backend(backend: Backend) {
         .unwrap_err();
     assert!(
         matches!(
-            err,
-            Error::InvalidInput(InvalidInput::Argument(
-                ArgumentProblem::ForeignSnapshot { .. }
-            ))
+            argument_problem(&err),
+            Some(ArgumentProblem::ForeignSnapshot { .. })
         ),
         "{err}"
     );

@@ -9,7 +9,7 @@ use rstest::rstest;
 use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{Backend, Store, StoreExt, backends, event, store_on};
+use crate::common::{Backend, Store, StoreExt, argument_problem, backends, event, store_on};
 
 fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))
@@ -207,10 +207,8 @@ async fn a_snapshot_of_the_other_backend_is_refused(backend: Backend) {
         .unwrap_err();
     assert!(
         matches!(
-            err,
-            Error::InvalidInput(InvalidInput::Argument(
-                ArgumentProblem::ForeignSnapshot { .. }
-            ))
+            argument_problem(&err),
+            Some(ArgumentProblem::ForeignSnapshot { .. })
         ),
         "{err}"
     );

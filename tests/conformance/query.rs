@@ -278,7 +278,8 @@ async fn events_round_trip(backend: Backend) {
 #[apply(backends)]
 #[tokio::test]
 async fn every_consistency_reads_the_latest_and_refuses_a_foreign_checkpoint(backend: Backend) {
-    use dcbstore::{ArgumentProblem, Checkpoint, Error, InvalidInput};
+    use crate::common::argument_problem;
+    use dcbstore::{ArgumentProblem, Checkpoint};
     let store = store_on(backend).await;
     let written = store
         .append([event("Written", &["a"], json!({}))], None)
@@ -309,10 +310,8 @@ async fn every_consistency_reads_the_latest_and_refuses_a_foreign_checkpoint(bac
         .unwrap_err();
     assert!(
         matches!(
-            err,
-            Error::InvalidInput(InvalidInput::Argument(
-                ArgumentProblem::ForeignCheckpoint { .. }
-            ))
+            argument_problem(&err),
+            Some(ArgumentProblem::ForeignCheckpoint { .. })
         ),
         "{err}"
     );

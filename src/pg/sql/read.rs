@@ -42,6 +42,14 @@ pub(crate) fn select_events_seen(
     query: &Query,
     options: &ReadOptions,
 ) -> Result<Statement, InvalidInput> {
+    Ok(Statement::build(&with_snapshot(ordered(
+        schema, query, options,
+    )?)))
+}
+
+/// The rows of `events` (the columns [`COLUMNS`]), each after the snapshot the statement runs
+/// in ([`SEEN_SNAPSHOT`]); one row of the snapshot and `NULL`s when there are none.
+fn with_snapshot(events: SelectStatement) -> SelectStatement {
     let mut snapshot = Sql::select();
     snapshot.expr_as(Expr::cust(SEEN_SNAPSHOT), "snapshot");
     let mut select = Sql::select();
@@ -49,13 +57,8 @@ pub(crate) fn select_events_seen(
         .column(("read", "snapshot"))
         .columns(COLUMNS.map(|c| ("e", c)))
         .from_subquery(snapshot, "read")
-        .join_lateral(
-            JoinType::LeftJoin,
-            ordered(schema, query, options)?,
-            "e",
-            Expr::cust("TRUE"),
-        );
-    Ok(Statement::build(&select))
+        .join_lateral(JoinType::LeftJoin, events, "e", Expr::cust("TRUE"));
+    select
 }
 
 /// What would fail `condition` now, read with the snapshot the statement runs in (the columns
@@ -98,14 +101,7 @@ pub(crate) fn select_unseen(schema: &SchemaName, condition: Guard<'_>) -> Statem
     for part in parts {
         failing.union(UnionType::All, part);
     }
-    let mut snapshot = Sql::select();
-    snapshot.expr_as(Expr::cust(SEEN_SNAPSHOT), "snapshot");
-    let mut select = Sql::select();
-    select
-        .column(("read", "snapshot"))
-        .columns(COLUMNS.map(|c| ("e", c)))
-        .from_subquery(snapshot, "read")
-        .join_lateral(JoinType::LeftJoin, failing, "e", Expr::cust("TRUE"));
+    let mut select = with_snapshot(failing);
     if condition.snapshot.is_some() {
         select.with_cte(with);
     }
