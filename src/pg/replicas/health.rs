@@ -87,7 +87,7 @@ impl Replicas {
             let (state, lag) = match answer {
                 Answer::Replayed(replayed) => {
                     let lag = self.samples().lag(at, replayed);
-                    let state = if lag <= self.max_lag {
+                    let state = if lag <= self.policy.max_lag {
                         ReplicaState::Usable
                     } else {
                         ReplicaState::Lagging
@@ -103,7 +103,7 @@ impl Replicas {
 
     /// How long one check waits for a server: the check interval, at least 1 s.
     fn check_bound(&self) -> Duration {
-        self.check_interval.max(Duration::from_secs(1))
+        self.policy.check_interval.max(Duration::from_secs(1))
     }
 }
 

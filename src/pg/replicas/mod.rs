@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::options::Consistency;
 use crate::pg::connection::Lent;
-use crate::pg::sql::replica::STANDBY_REPLAYED;
+use crate::pg::sql::replica::{REPLAYED_PAST, STANDBY_REPLAYED};
 use health::Samples;
 
 mod health;
@@ -126,11 +125,7 @@ pub(super) struct Source {
 pub(super) struct Replicas {
     primary: Pool,
     members: Vec<Replica>,
-    reads: ReadOn,
-    consumers: ReadOn,
-    latest: LatestReads,
-    max_lag: Duration,
-    check_interval: Duration,
+    policy: Policy,
     /// The statement that tells whether a position is visible (`sql::replica::shows_position`).
     shows_position: String,
     samples: Mutex<Samples>,
@@ -181,14 +176,10 @@ impl Replicas {
                     }),
                 })
                 .collect(),
-            reads: policy.reads,
-            consumers: policy.consumers,
-            latest: policy.latest,
-            max_lag: policy.max_lag,
-            check_interval: policy.check_interval,
             shows_position,
             // Twice the bound: a replica behind every sample kept lags past the bound.
             samples: Mutex::new(Samples::new(policy.max_lag * 2)),
+            policy,
             turn: AtomicUsize::new(0),
             monitor: OnceLock::new(),
         }
@@ -229,7 +220,10 @@ impl Replicas {
         }
         self.monitor.get_or_init(|| {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(health::monitor(Arc::downgrade(self), self.check_interval));
+                runtime.spawn(health::monitor(
+                    Arc::downgrade(self),
+                    self.policy.check_interval,
+                ));
             }
         });
     }
@@ -264,18 +258,7 @@ impl Replicas {
         .await;
         match on_replica {
             Err(e) if is_server_failure(&e) => {
-                fell_back("failed");
-                // No SQLSTATE: the connection, not the statement, failed.
-                let unreachable = match &e {
-                    Error::Pool(_) => true,
-                    Error::Database(db) => db.sql_state().is_none(),
-                    _ => false,
-                };
-                if unreachable {
-                    replica.set(ReplicaState::Down(e.to_string()), None);
-                } else {
-                    tracing::debug!(replica = replica.name, error = %e, "a read on a replica failed");
-                }
+                replica.failed(&e);
                 read(primary()).await
             }
             outcome => outcome,
@@ -289,15 +272,15 @@ impl Replicas {
         reading: Reading,
         consistency: Consistency,
     ) -> Option<&Replica> {
-        let policy = match reading {
-            Reading::Reads => self.reads,
-            Reading::Consumers => self.consumers,
+        let on = match reading {
+            Reading::Reads => self.policy.reads,
+            Reading::Consumers => self.policy.consumers,
         };
-        if !self.any() || policy == ReadOn::Primary {
+        if !self.any() || on == ReadOn::Primary {
             return None;
         }
         self.keep_checking();
-        if consistency == Consistency::Latest && self.latest == LatestReads::OnPrimary {
+        if consistency == Consistency::Latest && self.policy.latest == LatestReads::OnPrimary {
             return None;
         }
         let Some(replica) = self.usable() else {
@@ -309,10 +292,17 @@ impl Replicas {
             // Without the primary's position nothing tells how far the replica must be: the
             // read goes to the primary (and fails there if the primary is unreachable).
             Consistency::Latest => match health::primary_flushed(&self.primary).await {
-                Ok(flushed) => self.await_replayed(replica, flushed).await,
+                Ok(flushed) => {
+                    let flushed = i64::try_from(flushed).unwrap_or(i64::MAX);
+                    self.await_shown(replica, REPLAYED_PAST, flushed).await
+                }
                 Err(_) => return None,
             },
-            Consistency::Includes(checkpoint) => self.await_shown(replica, checkpoint).await,
+            Consistency::Includes(checkpoint) => {
+                let position = i64::try_from(checkpoint.position()).unwrap_or(i64::MAX);
+                self.await_shown(replica, &self.shows_position, position)
+                    .await
+            }
         };
         match shown {
             Ok(true) => Some(replica),
@@ -336,34 +326,18 @@ impl Replicas {
             .find(|r| r.health.lock().expect("a replica's health").state == ReplicaState::Usable)
     }
 
-    /// Whether `replica` replays up to the WAL position `flushed` within the lag bound.
-    async fn await_replayed(&self, replica: &Replica, flushed: u64) -> Result<bool> {
-        let deadline = Instant::now() + self.max_lag;
-        let client = Lent::take(&replica.pool).await?;
-        let mut pause = Duration::from_millis(1);
-        let shown = loop {
-            if replayed(&client).await? >= flushed {
-                break true;
-            }
-            if !wait_until(deadline, &mut pause).await {
-                break false;
-            }
-        };
-        client.release();
-        Ok(shown)
-    }
-
-    /// Whether `replica` shows the append `checkpoint` marks within the lag bound.
-    async fn await_shown(&self, replica: &Replica, checkpoint: Checkpoint) -> Result<bool> {
-        let deadline = Instant::now() + self.max_lag;
-        let position = i64::try_from(checkpoint.position()).unwrap_or(i64::MAX);
+    /// Whether `replica` shows what a read must include within the lag bound: whether
+    /// `statement` (one boolean, of the parameter `value`) turns true there, asked again after
+    /// growing pauses.
+    async fn await_shown(&self, replica: &Replica, statement: &str, value: i64) -> Result<bool> {
+        let deadline = Instant::now() + self.policy.max_lag;
         let client = Lent::take(&replica.pool).await?;
         let mut pause = Duration::from_millis(1);
         let shown = loop {
             let row = client
-                .query_one(self.shows_position.as_str(), &[&position])
+                .query_one(statement, &[&value])
                 .await
-                .map_err(Error::db("looking for an append on the replica"))?;
+                .map_err(Error::db("waiting for the replica to replay"))?;
             if row.get::<_, bool>(0) {
                 break true;
             }
@@ -402,6 +376,24 @@ async fn wait_until(deadline: Instant, pause: &mut Duration) -> bool {
     tokio::time::sleep(*pause).await;
     *pause = (*pause * 2).min(Duration::from_millis(20));
     true
+}
+
+impl Replica {
+    /// A read on the replica failed with `e` (a database or pool error): it runs again on the
+    /// primary. Without a SQLSTATE the connection failed, not the statement: the replica is
+    /// down until a check answers.
+    fn failed(&self, e: &Error) {
+        fell_back("failed");
+        let unreachable = match e {
+            Error::Database(db) => db.sql_state().is_none(),
+            _ => true,
+        };
+        if unreachable {
+            self.set(ReplicaState::Down(e.to_string()), None);
+        } else {
+            tracing::debug!(replica = self.name, error = %e, "a read on a replica failed");
+        }
+    }
 }
 
 /// A read that went to the primary instead of a replica, and why.

@@ -13,6 +13,11 @@ pub(crate) const PRIMARY_FLUSHED: &str =
 pub(crate) const STANDBY_REPLAYED: &str = "SELECT pg_is_in_recovery(), \
      (COALESCE(pg_last_wal_replay_lsn(), '0/0'::pg_lsn) - '0/0'::pg_lsn)::bigint";
 
+/// Whether the standby has replayed the primary's WAL up to the position `$1` (bytes since
+/// `0/0`, as [`PRIMARY_FLUSHED`] gives it).
+pub(crate) const REPLAYED_PAST: &str = "SELECT COALESCE(pg_last_wal_replay_lsn(), '0/0'::pg_lsn) \
+     - '0/0'::pg_lsn >= $1::int8";
+
 /// Whether the event at position `$1` is visible: on a replica, whether it has replayed the
 /// commit of the append that wrote it.
 pub(crate) fn shows_position(schema: &SchemaName) -> String {
