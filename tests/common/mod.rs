@@ -87,6 +87,25 @@ pub async fn all_events(store: &impl EventStore) -> Vec<SequencedEvent> {
         .into_events()
 }
 
+/// A decision model that collects the positions of `query`'s events, in the order it folds
+/// them: a state that shows both what a decision saw and in which order.
+pub fn positions_of(query: Query) -> dcbstore::Projection<Vec<u64>> {
+    dcbstore::Projection::new(query, Vec::new(), |seen: &mut Vec<u64>, e| {
+        seen.push(e.position)
+    })
+}
+
+/// The positions of `query`'s events, read whole.
+pub async fn positions(store: &impl EventStore, query: &Query) -> Vec<u64> {
+    store
+        .read(query, ReadOptions::default())
+        .await
+        .expect("reading the positions")
+        .iter()
+        .map(|e| e.position)
+        .collect()
+}
+
 /// What every test asks of a store beside its API.
 #[allow(async_fn_in_trait)]
 pub trait StoreExt: EventStore + Sized {

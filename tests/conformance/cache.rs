@@ -2,14 +2,16 @@
 //! `DecisionCache` decides from exactly the state a read of the whole boundary would give.
 
 use dcbstore::{
-    AppendCondition, ArgumentProblem, Consistency, DecisionCache, EventStore, Projection, Query,
-    QueryItem, ReadOptions, ReadSnapshot,
+    AppendCondition, ArgumentProblem, Consistency, DecisionCache, EventStore, Query, QueryItem,
+    ReadOptions, ReadSnapshot,
 };
 use rstest::rstest;
 use rstest_reuse::apply;
 use serde_json::json;
 
-use crate::common::{Backend, StoreExt, argument_problem, backends, event, store_on};
+use crate::common::{
+    Backend, StoreExt, argument_problem, backends, event, positions, positions_of, store_on,
+};
 
 fn course(id: &str) -> Query {
     Query::from(QueryItem::tagged([format!("course:{id}")]))
@@ -107,10 +109,7 @@ async fn read_unseen_refuses_a_snapshot_of_the_other_backend(backend: Backend) {
 #[tokio::test]
 async fn a_cached_decision_sees_what_a_whole_read_sees(backend: Backend) {
     let store = store_on(backend).await;
-    let positions = Projection::new(course("c1"), Vec::new(), |seen: &mut Vec<u64>, e| {
-        seen.push(e.position);
-    });
-    let mut cache = DecisionCache::new(positions);
+    let mut cache = DecisionCache::new(positions_of(course("c1")));
     for round in 0..30u64 {
         for n in 0..round % 4 {
             let tag = if n % 2 == 0 { "course:c1" } else { "course:c2" };
@@ -128,14 +127,8 @@ async fn a_cached_decision_sees_what_a_whole_read_sees(backend: Backend) {
             .await
             .unwrap()
             .expect("an append");
-        let whole: Vec<u64> = store
-            .read(&course("c1"), ReadOptions::default())
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.position)
-            .filter(|p| *p != appended.last_position())
-            .collect();
+        let mut whole = positions(&store, &course("c1")).await;
+        whole.retain(|p| *p != appended.last_position());
         assert_eq!(decided_from, whole, "round {round}");
     }
 }

@@ -310,11 +310,7 @@ async fn a_cached_decision_sees_an_event_committed_below_what_it_folded() {
         .append([event("SeatBlocked", &["course:c1"], json!({}))], None)
         .await
         .unwrap();
-    let positions =
-        dcbstore::Projection::new(course("c1"), Vec::new(), |seen: &mut Vec<u64>, e| {
-            seen.push(e.position);
-        });
-    let mut cache = dcbstore::DecisionCache::new(positions);
+    let mut cache = dcbstore::DecisionCache::new(common::positions_of(course("c1")));
     let mut first = Vec::new();
     cache
         .decide(&store, |seen| {
@@ -340,12 +336,6 @@ async fn a_cached_decision_sees_an_event_committed_below_what_it_folded() {
 
     // A decision that folded A after B, or missed A, is what the cache must not make: the
     // state it decided from is a whole read's at that moment.
-    let whole: Vec<u64> = store
-        .read(&course("c1"), ReadOptions::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.position)
-        .collect();
+    let whole = common::positions(&store, &course("c1")).await;
     assert_eq!(&whole[..2], &second[..]);
 }
