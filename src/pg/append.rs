@@ -100,7 +100,8 @@ impl CompiledAppend {
 
     /// The statement taking its advisory locks (see `locks.rs`), built on first use.
     pub(super) fn lock(&self) -> &Statement {
-        self.lock.get_or_init(|| sql::lock_keys(&self.locks))
+        self.lock
+            .get_or_init(|| sql::lock_keys(&self.schema, &self.locks))
     }
 
     /// Its insert, guarded by its condition, built on first use.
@@ -272,7 +273,10 @@ pub(super) async fn run_transaction(
     let lock = match appends {
         [one] => one.lock(),
         _ => {
-            union = sql::lock_keys(&LockPlan::union(appends.iter().map(|a| &a.locks)));
+            union = sql::lock_keys(
+                &appends[0].schema,
+                &LockPlan::union(appends.iter().map(|a| &a.locks)),
+            );
             &union
         }
     };

@@ -567,6 +567,7 @@ impl PgEventStoreBuilder {
             replica::shows_position(&schema),
         );
         let changes = Changes::new(notify::channel(schema.as_str()), listen, self.notify);
+        let settled = Arc::new(super::settled::Settled::new(&schema));
         let config = Config::new(
             schema,
             self.max_batch_size,
@@ -580,6 +581,7 @@ impl PgEventStoreBuilder {
             group: Arc::new(GroupCommit::new(self.max_group_size, self.groups_in_flight)),
             changes: Arc::new(changes),
             replicas: Arc::new(replicas),
+            settled,
         })
     }
 }

@@ -242,6 +242,12 @@ impl Fields {
     }
 }
 
+/// The global key of `namespace`: every append holds it shared while it writes, so holding it
+/// exclusively waits for every append in flight (see `settled.rs`).
+pub(crate) fn global_key(namespace: &str) -> i64 {
+    hash_key(namespace, Key::Global)
+}
+
 fn hash_key(namespace: &str, key: Key<'_>) -> i64 {
     let mut h = Fields(fnv::hash(&[]));
     h.write(namespace.as_bytes());

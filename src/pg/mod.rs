@@ -40,6 +40,7 @@ mod migrate;
 mod notify;
 mod read;
 mod replicas;
+mod settled;
 mod sql;
 
 /// A connection's prepared statements are dropped when they grow past this many (appends with
@@ -86,6 +87,8 @@ pub struct PgEventStore {
     changes: Arc<Changes>,
     /// The replicas reads go to, and the policy that sends them.
     replicas: Arc<Replicas>,
+    /// The last answer of [`PgEventStore::settled_head`], and its barriers in turn.
+    settled: Arc<settled::Settled>,
 }
 
 impl std::fmt::Debug for PgEventStore {

@@ -12,6 +12,7 @@ mod group_commit;
 mod jsonb_differential;
 mod projections;
 mod replica;
+mod settled;
 mod store;
 mod subscriptions;
 #[cfg(feature = "rustls")]

@@ -130,3 +130,74 @@ pub(crate) fn listen(channel: &str, class: i32, key: i32) -> String {
 
 /// Ends a transaction the store opened with [`begin_append`] or [`begin_read`].
 pub(crate) const COMMIT: &str = "COMMIT";
+
+/// The namespace of the keys appends publish in `schema` (16 bits of its name's hash): stores
+/// in other schemas do not wait for each other.
+pub(crate) fn drawn_namespace(schema: &SchemaName) -> i64 {
+    crate::pg::locks::global_key(schema.as_str()) & 0x7FFF
+}
+
+/// The advisory key an append publishes (see `lock_keys`): `namespace` (a placeholder) in the
+/// top 16 bits, and the last position drawn from the events' sequence before it (0 before the
+/// first) in the low 48 (capped, so that a position past 2^48 - 1 can never change the
+/// namespace: a reader then waits for it as for any position below its own).
+pub(crate) fn drawn_key(schema: &SchemaName, namespace: &str) -> String {
+    format!(
+        "(({namespace}::int8 << 48) | least(coalesce(pg_sequence_last_value({seq}), 0), {MAX_DRAWN}))",
+        seq = sequence(schema)
+    )
+}
+
+/// The largest position a published key holds.
+const MAX_DRAWN: i64 = (1 << 48) - 1;
+
+/// The settled head's one statement (see `settled.rs`), `$1` the store's namespace, `$2` the
+/// lock keys of the query it settles: first the last position drawn (`drawn`, a materialized
+/// CTE, read before `pg_locks`: the lock table is read by a subquery that depends on it); then the
+/// last position stored at or below it, in the statement's snapshot; and last the keys published
+/// by the appends still in flight that may draw a position at or below it (they published a
+/// smaller one) and that hold one of the query's keys (every append writing an event that
+/// matches the query does): the appends to wait for. Advisory locks on bigint keys are in
+/// `pg_locks` with the key's high half as `classid`, its low half as `objid`, `objsubid` 1.
+pub(crate) fn settled_state(schema: &SchemaName) -> String {
+    format!(
+        "WITH drawn AS MATERIALIZED (SELECT coalesce(pg_sequence_last_value({seq}), 0) AS v), \
+         held AS MATERIALIZED ( \
+           SELECT l.pid, l.mode, (l.classid::int8 << 32) | l.objid::int8 AS k \
+           FROM pg_lock_status() l \
+           WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+         SELECT d.v, \
+           (SELECT max(\"position\") FROM {schema}.\"events\" WHERE \"position\" <= d.v), \
+           ARRAY(SELECT DISTINCT p.k FROM held p \
+                 WHERE p.mode = 'ShareLock' AND (p.k >> 48) = $1 \
+                   AND (p.k & {MAX_DRAWN}) < d.v \
+                   AND EXISTS (SELECT 1 FROM held q WHERE q.pid = p.pid AND q.k = ANY($2))) \
+         FROM drawn d",
+        seq = sequence(schema),
+        schema = schema.quoted()
+    )
+}
+
+/// Waits for the appends that published the keys `$1` (an `int8[]`): takes each exclusively and
+/// lets it go at once, one after the other (the subquery yields its rows one at a time), so that
+/// it never holds a key while it waits for another: an append queued on a key it held could
+/// otherwise close a cycle of waits through the keys that append holds.
+pub(crate) const AWAIT_PUBLISHED: &str = "SELECT pg_advisory_unlock(k) \
+     FROM (SELECT k, pg_advisory_lock(k) FROM unnest($1::int8[]) k OFFSET 0) AS held";
+
+/// The events' position sequence, as a `regclass` constant (the schema name is validated; the
+/// identity column's sequence is named after it, `events_position_seq`).
+fn sequence(schema: &SchemaName) -> String {
+    format!("'{}.\"events_position_seq\"'::regclass", schema.quoted())
+}
+
+/// `BEGIN` of the wait for appends in flight: its wait is bounded by the store's lock timeout.
+pub(crate) fn begin_wait(lock_timeout: Duration, statement_timeout: Duration) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
+         SET LOCAL statement_timeout = {}",
+        millis(lock_timeout),
+        millis(statement_timeout)
+    )
+}

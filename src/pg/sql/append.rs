@@ -139,17 +139,30 @@ pub(crate) fn insert_events(
 /// subscripts of the sorted key array). One statement shape for every append, prepared once per
 /// connection.
 ///
+/// It also *publishes* the append: a shared lock on the key [`super::admin::drawn_key`] makes of
+/// the last position drawn before it (taken once, an init plan), so that a reader waiting for
+/// the appends in flight below a position finds this one in `pg_locks` (see `settled.rs`): every
+/// position this transaction draws later is above the published one.
+///
 /// (Taking the locks only when the guard does not already see a conflict was measured: stale
 /// decisions then fail without queueing, but planning the guard twice cost disjoint appends 30%
 /// of their throughput, more than it saved contended ones.)
-pub(crate) fn lock_keys(locks: &LockPlan) -> Statement {
+pub(crate) fn lock_keys(schema: &SchemaName, locks: &LockPlan) -> Statement {
     let keys = SqlValue::from(locks.keys.clone());
+    let namespace = super::admin::drawn_namespace(schema);
     let mut select = Sql::select();
     select
         .expr(Expr::cust_with_values(
             "CASE WHEN ($2)[i] THEN pg_advisory_xact_lock(($1)[i]) \
              ELSE pg_advisory_xact_lock_shared(($1)[i]) END",
             [keys.clone(), SqlValue::from(locks.exclusive.clone())],
+        ))
+        .expr(Expr::cust_with_values(
+            format!(
+                "(SELECT pg_advisory_xact_lock_shared({}))",
+                super::admin::drawn_key(schema, "$1")
+            ),
+            [SqlValue::from(namespace)],
         ))
         .from_function(
             Func::cust("generate_subscripts")

@@ -294,11 +294,16 @@ fn lock_statement_takes_the_sorted_keys_in_order() {
         keys: vec![-5, 7],
         exclusive: vec![true, false],
     };
-    let lock = lock_keys(&locks);
+    let lock = lock_keys(&SchemaName::new("s").unwrap(), &locks);
     // sea-query numbers each placeholder where it appears, binding the value it names.
     assert_eq!(
         lock.sql,
-        r#"SELECT CASE WHEN ($1)[i] THEN pg_advisory_xact_lock(($2)[i]) ELSE pg_advisory_xact_lock_shared(($3)[i]) END FROM generate_subscripts($4, $5) AS "i""#
+        concat!(
+            r#"SELECT CASE WHEN ($1)[i] THEN pg_advisory_xact_lock(($2)[i]) ELSE pg_advisory_xact_lock_shared(($3)[i]) END, "#,
+            // The append publishes the last position drawn (see settled.rs), once.
+            r#"(SELECT pg_advisory_xact_lock_shared((($4::int8 << 48) | least(coalesce(pg_sequence_last_value('"s"."events_position_seq"'::regclass), 0), 281474976710655)))) "#,
+            r#"FROM generate_subscripts($5, $6) AS "i""#
+        )
     );
     let types: Vec<Type> = lock.params().into_iter().map(|(_, t)| t).collect();
     assert_eq!(
@@ -307,6 +312,7 @@ fn lock_statement_takes_the_sorted_keys_in_order() {
             Type::BOOL_ARRAY,
             Type::INT8_ARRAY,
             Type::INT8_ARRAY,
+            Type::INT8,
             Type::INT8_ARRAY,
             Type::INT4
         ]

@@ -1,0 +1,164 @@
+//! The settled head: a position below which the log is complete.
+//!
+//! Positions are drawn when a row is inserted and transactions commit in any order, so a read
+//! that holds position 11 may miss position 10, whose writer has not committed yet. A client that
+//! knows only positions (a protocol client guarding its decision with `after`) needs the reads it
+//! is given to be *prefixes*: a read that reports position p has seen every event at or below p
+//! that will ever commit. [`PgEventStore::settled_head`] gives that bound.
+//!
+//! Every append *publishes* itself before it draws a position: its lock statement takes a shared
+//! advisory lock on a key holding the last position drawn from the sequence at that moment
+//! (`sql::lock_keys`), and holds it until its transaction ends. Every position it draws later is
+//! above the published one. So, to settle the positions drawn up to now:
+//!
+//! 1. read the last position drawn, `v`;
+//! 2. then list the published keys in `pg_locks`: the appends still in flight that published a
+//!    position below `v` may hold a position at or below it; any other append in flight
+//!    published `v` or more, or publishes after step 2, and draws above `v`;
+//! 3. wait for those appends: take each of their keys exclusively and let it go at once, one
+//!    after the other.
+//!
+//! Steps 1 and 2 are one statement, which also reads the last position stored at or below `v`:
+//! when no append is in flight below `v`, one round trip answers. The wait holds up no other
+//! append: appends that start meanwhile publish `v` or more, keys nobody waits for.
+
+use deadpool_postgres::Pool;
+
+use super::PgEventStore;
+use super::connection::Lent;
+use super::locks::LockPlan;
+use super::sql::{SchemaName, admin};
+use crate::Query;
+use crate::error::{Error, Result};
+
+/// The settled head's statements in a store.
+#[derive(Debug)]
+pub(crate) struct Settled {
+    namespace: i64,
+    state: String,
+    /// The store's schema, whose name is the key space of its locks.
+    schema: String,
+}
+
+impl Settled {
+    pub(crate) fn new(schema: &SchemaName) -> Self {
+        Self {
+            namespace: admin::drawn_namespace(schema),
+            state: admin::settled_state(schema),
+            schema: schema.as_str().to_string(),
+        }
+    }
+
+    /// Every lock key an append writing an event that matches `query` holds one of: the keys
+    /// of `query` as a condition, and their buckets (see `locks.rs`).
+    fn keys(&self, query: &Query) -> Vec<i64> {
+        LockPlan::new(&self.schema, &[], Some(query)).keys
+    }
+}
+
+impl PgEventStore {
+    /// The settled head: the highest stored position at or below which every event that will
+    /// ever commit has committed (`None` for an empty store). A read whose snapshot is taken
+    /// after this call returns, and that stops at this position, is a *prefix* of the log, so a
+    /// decision guarded by `AppendCondition::new(query, settled_head)` (positions only, no
+    /// snapshot) is exact. This is what a client that knows only positions needs (the gRPC
+    /// server builds on it); the library's own reads carry their snapshot instead
+    /// ([`ReadResult::append_condition`](crate::ReadResult::append_condition)) and need no
+    /// wait.
+    ///
+    /// It covers every append that returned before the call (read-your-writes). When appends
+    /// that may write below the last position drawn are still in flight, it waits for them, and
+    /// for them only: it holds up no other append. An append left open in a transaction
+    /// ([`append_in`](PgEventStore::append_in)) holds it until the transaction ends, at most
+    /// the store's lock timeout.
+    ///
+    /// # Errors
+    ///
+    /// A retryable [`Error::Database`] (SQLSTATE `55P03`) when an append stays in flight past
+    /// the store's lock timeout; [`Error::Pool`] or [`Error::Database`] when PostgreSQL fails.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
+    /// use dcbstore::{AppendCondition, Event, EventStore, Query, QueryItem, ReadOptions};
+    /// let query = Query::from(QueryItem::tagged(["username:ada"]));
+    /// let settled = store.settled_head().await?;
+    /// let read = store.read(&query, ReadOptions::default()).await?;
+    /// // What a position-only client sees: the events up to the settled head.
+    /// let seen = read.events().iter().filter(|e| Some(e.position) <= settled).count();
+    /// if seen == 0 {
+    ///     let claim = Event::new("UsernameClaimed", serde_json::json!({})).with_tags(["username:ada"]);
+    ///     store.append([claim], Some(AppendCondition::new(query, settled))).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn settled_head(&self) -> Result<Option<u64>> {
+        self.settled_head_for(&Query::all()).await
+    }
+
+    /// The settled head for the events matching `query`: like
+    /// [`settled_head`](PgEventStore::settled_head), but it waits only for the appends in flight
+    /// that write an event matching `query` (those that hold one of its lock keys), so that a
+    /// read of one boundary is not held up by appends to others. A read of `query` cut at it is
+    /// a prefix of the events matching `query`: a decision guarded by the same query (or one
+    /// whose events it covers) and this position is exact.
+    ///
+    /// # Errors
+    ///
+    /// As [`settled_head`](PgEventStore::settled_head); [`Error::InvalidInput`] for an invalid
+    /// query.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
+    /// use dcbstore::{Query, QueryItem};
+    /// let course = Query::from(QueryItem::tagged(["course:c1"]));
+    /// // Waits only for appends in flight that write events tagged course:c1.
+    /// let settled = store.settled_head_for(&course).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn settled_head_for(&self, query: &Query) -> Result<Option<u64>> {
+        query.validate()?;
+        let keys = self.settled.keys(query);
+        let client = Lent::take(&self.pool).await?;
+        let state = client.prepare_cached(&self.settled.state).await;
+        let state = state.map_err(Error::db("preparing the settled head"))?;
+        let row = client
+            .query_one(&state, &[&self.settled.namespace, &keys])
+            .await
+            .map_err(Error::db("reading the appends in flight"))?;
+        let head: Option<i64> = row.get(1);
+        let in_flight: Vec<i64> = row.get(2);
+        if !in_flight.is_empty() {
+            let begin = admin::begin_wait(self.config.lock_timeout, self.config.statement_timeout);
+            await_published(&self.pool, &begin, in_flight).await?;
+        }
+        client.release();
+        Ok(head.map(|p| p as u64))
+    }
+}
+
+/// Waits for the appends that published `keys` to end: in one round trip, `BEGIN` with the
+/// store's lock timeout, each key taken and let go in turn, `COMMIT`. The statement is prepared
+/// first (once per connection): a pipelined statement that still had to be parsed would be sent
+/// after the `COMMIT`, and would run outside the transaction. A wait that fails leaves the
+/// connection to be closed (not returned to the pool), with any key it held; so does a caller
+/// that gives up while it waits (see `Lent`).
+async fn await_published(pool: &Pool, begin: &str, keys: Vec<i64>) -> Result<()> {
+    let client = Lent::take(pool).await?;
+    let wait = client.prepare_cached(admin::AWAIT_PUBLISHED).await;
+    let wait = wait.map_err(Error::db("preparing the wait for appends in flight"))?;
+    let keys: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&keys];
+    let (begun, waited, committed) = futures::join!(
+        client.batch_execute(begin),
+        client.query(&wait, &keys),
+        client.batch_execute(admin::COMMIT),
+    );
+    begun.map_err(Error::db("starting the wait for appends in flight"))?;
+    waited.map_err(Error::db("waiting for the appends in flight"))?;
+    committed.map_err(Error::db("ending the wait for appends in flight"))?;
+    client.release();
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `PgEventStore::settled_head`: a position below which the log is complete, for clients that
+//! know only positions.
+
+use std::time::Duration;
+
+use dcbstore::{Event, EventStore, Query, ReadOptions};
+use serde_json::json;
+
+use crate::common;
+
+/// The settled head waits for an append in flight below the positions it would report, then
+/// covers it; one rolled back leaves a gap it passes.
+#[tokio::test]
+async fn the_settled_head_waits_for_an_append_in_flight_below_it() {
+    let store = common::store_with_pool(4).await;
+    assert_eq!(store.settled_head().await.unwrap(), None, "an empty store");
+    let mut held = store.pool().get().await.unwrap();
+    let transaction = held.transaction().await.unwrap();
+    let below = store
+        .append_in(&transaction, [Event::new("Below", json!({}))], None)
+        .await
+        .unwrap();
+    let above = store
+        .append([Event::new("Above", json!({}))], None)
+        .await
+        .unwrap();
+    assert!(below.last_position() < above.last_position());
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.settled_head().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "it waits for the append in flight");
+    transaction.commit().await.unwrap();
+    let settled = waiting.await.unwrap().unwrap();
+    assert_eq!(settled, Some(above.last_position()));
+    let read = store
+        .read(&Query::all(), ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2, "a read after it holds everything below it");
+
+    // Rolled back: a gap, and the head passes it.
+    let transaction = held.transaction().await.unwrap();
+    store
+        .append_in(&transaction, [Event::new("Gone", json!({}))], None)
+        .await
+        .unwrap();
+    transaction.rollback().await.unwrap();
+    assert_eq!(
+        store.settled_head().await.unwrap(),
+        Some(above.last_position())
+    );
+    let last = store
+        .append([Event::new("Last", json!({}))], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.settled_head().await.unwrap(),
+        Some(last.last_position())
+    );
+}
+
+/// Writers on separate connections: each one's settled head, taken after its append returned,
+/// covers that append (read-your-writes), and a read cut at it holds every event below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_settled_head_covers_every_append_that_returned_before_it() {
+    let store = common::store_with_pool(12).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..150 {
+                let written = store
+                    .append([Event::new("Tick", json!({"w": w, "n": n}))], None)
+                    .await
+                    .unwrap();
+                let settled = store.settled_head().await.unwrap().expect("not empty");
+                assert!(
+                    settled >= written.last_position(),
+                    "writer {w}, append {n}: settled {settled} below its own append at {}",
+                    written.last_position()
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// The settled head of a query waits only for appends in flight that write events matching it:
+/// an append held open on another boundary holds up the whole log's settled head, not the
+/// query's; one on the query's boundary holds up both.
+#[tokio::test]
+async fn the_settled_head_of_a_query_waits_only_for_its_own_events() {
+    use dcbstore::QueryItem;
+    let store = common::store_with_pool(4).await;
+    let course = Query::from(QueryItem::tagged(["course:c1"]));
+    store
+        .append(
+            [Event::new("Defined", json!({})).with_tags(["course:c1"])],
+            None,
+        )
+        .await
+        .unwrap();
+    let mut held = store.pool().get().await.unwrap();
+    let transaction = held.transaction().await.unwrap();
+    store
+        .append_in(
+            &transaction,
+            [Event::new("Other", json!({})).with_tags(["course:c2"])],
+            None,
+        )
+        .await
+        .unwrap();
+    let joined = store
+        .append(
+            [Event::new("Joined", json!({})).with_tags(["course:c1"])],
+            None,
+        )
+        .await
+        .unwrap();
+    let settled = tokio::time::timeout(Duration::from_secs(2), store.settled_head_for(&course))
+        .await
+        .expect("not held up by another boundary")
+        .unwrap();
+    assert_eq!(settled, Some(joined.last_position()));
+    let whole = tokio::spawn({
+        let store = store.clone();
+        async move { store.settled_head().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !whole.is_finished(),
+        "the whole log's settled head waits for it"
+    );
+    transaction.commit().await.unwrap();
+    assert_eq!(whole.await.unwrap().unwrap(), Some(joined.last_position()));
+
+    // Held open on the query's own boundary: the query's settled head waits too.
+    let transaction = held.transaction().await.unwrap();
+    let below = store
+        .append_in(
+            &transaction,
+            [Event::new("Left", json!({})).with_tags(["course:c1"])],
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .append([Event::new("Other", json!({}))], None)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let course = course.clone();
+        async move { store.settled_head_for(&course).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "it waits for an event of its boundary"
+    );
+    transaction.commit().await.unwrap();
+    assert!(waiting.await.unwrap().unwrap() > Some(below.last_position()));
+}
