@@ -11,6 +11,8 @@
 //!
 //! Targets (`--targets`, default all that are reachable):
 //! - `umadb`: UmaDB's server at `UMADB_URL` through its Rust client, `after` = the read's head;
+//! - `server`: dcbstore's server (`dcbstore serve`, UmaDB's protocol on PostgreSQL) at
+//!   `DCBSTORE_SERVER_URL`, through the same client in the same way;
 //! - `dcbstore`: one `PgEventStore` at `DATABASE_URL` shared by the clients (one task each),
 //!   guarded by `ReadResult::append_condition()`;
 //! - `floor`: the same decisions with no guard, by hand through the same pool: the read of the
@@ -70,7 +72,9 @@ fn may_join(events: &[Seen], course: &str, student: &str) -> bool {
 /// A store the speedrun drives.
 #[derive(Clone)]
 enum Target {
-    UmaDb(String),
+    /// A server of UmaDB's protocol, through UmaDB's client: its URL and label (`umadb`, or
+    /// `server` for dcbstore's).
+    UmaDb(String, &'static str),
     /// A store and its label: `dcbstore`, or `dcbstore@GxF` for a group size and groups in
     /// flight of its own.
     DcbStore(PgEventStore, String),
@@ -81,7 +85,7 @@ enum Target {
 impl Target {
     fn name(&self) -> &str {
         match self {
-            Target::UmaDb(_) => "umadb",
+            Target::UmaDb(_, label) => label,
             Target::DcbStore(_, label) => label,
             Target::Floor(_) => "floor",
             Target::Memory(_) => "memory",
@@ -135,7 +139,7 @@ fn floor_insert(schema: &str) -> String {
 impl Client {
     async fn open(target: &Target) -> Result<Self, BoxError> {
         Ok(match target {
-            Target::UmaDb(url) => {
+            Target::UmaDb(url, _) => {
                 Client::UmaDb(AsyncUmaDbClient::connect(url.clone(), None, None, None).await?)
             }
             Target::DcbStore(s, _) => Client::Store(s.clone()),
@@ -409,7 +413,7 @@ fn parse_args() -> Result<Args, String> {
         clients: vec![1, 8, 32],
         seconds: 10.0,
         rounds: 2,
-        targets: ["umadb", "dcbstore", "floor"].map(String::from).to_vec(),
+        targets: ["umadb", "server", "dcbstore", "floor"].map(String::from).to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -428,7 +432,7 @@ fn parse_args() -> Result<Args, String> {
             "--targets" => args.targets = value()?.split(',').map(String::from).collect(),
             other => {
                 return Err(format!(
-                    "unknown option {other}: [--clients 1,8,32] [--seconds S] [--rounds N] [--targets umadb,dcbstore,floor,memory]"
+                    "unknown option {other}: [--clients 1,8,32] [--seconds S] [--rounds N] [--targets umadb,server,dcbstore,floor,memory]"
                 ));
             }
         }
@@ -441,10 +445,15 @@ async fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     let url = std::env::var("DATABASE_URL").ok();
     let uma = std::env::var("UMADB_URL").ok();
+    let server = std::env::var("DCBSTORE_SERVER_URL").ok();
     let mut targets = Vec::new();
     for name in &args.targets {
         match (name.as_str(), &url, &uma) {
-            ("umadb", _, Some(uma)) => targets.push(Target::UmaDb(uma.clone())),
+            ("umadb", _, Some(uma)) => targets.push(Target::UmaDb(uma.clone(), "umadb")),
+            ("server", _, _) if server.is_some() => {
+                let url = server.clone().expect("checked");
+                targets.push(Target::UmaDb(url, "server"));
+            }
             (name, Some(url), _) if name == "floor" || name.starts_with("dcbstore") => {
                 // `dcbstore@GxF`: at most G appends per group, F groups in flight.
                 let grouping = match name.split_once('@') {
@@ -476,7 +485,9 @@ async fn main() -> Result<(), BoxError> {
             }
             ("memory", _, _) => targets.push(Target::Memory(MemoryEventStore::new())),
             (other, _, _) => {
-                eprintln!("skipping {other}: its URL is not set (UMADB_URL, DATABASE_URL)")
+                eprintln!(
+                    "skipping {other}: its URL is not set (UMADB_URL, DATABASE_URL, DCBSTORE_SERVER_URL)"
+                )
             }
         }
     }
@@ -534,6 +545,18 @@ async fn main() -> Result<(), BoxError> {
             println!(
                 "  {clients:>3} clients: dcbstore / umadb ops/s = {:.2}",
                 d.2 / u.2
+            );
+        }
+        if let (Some(s), Some(u)) = (get("server"), get("umadb")) {
+            println!(
+                "  {clients:>3} clients: server / umadb ops/s = {:.2}",
+                s.2 / u.2
+            );
+        }
+        if let (Some(s), Some(d)) = (get("server"), get("dcbstore")) {
+            println!(
+                "  {clients:>3} clients: server / dcbstore (the library) ops/s = {:.2}",
+                s.2 / d.2
             );
         }
         if let (Some(d), Some(f)) = (get("dcbstore"), get("floor")) {
