@@ -191,19 +191,31 @@ impl Service {
             .settled_head(&query)
             .await
             .map_err(status::from_store)?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let backwards = request.backwards.unwrap_or(false);
+        let mut next = request.start;
+        if let (true, Some(head)) = (backwards, head) {
+            next = Some(next.map_or(head, |n| n.min(head)));
+        }
         let read = Read {
             backend: self.backend.clone(),
             query,
-            backwards: request.backwards.unwrap_or(false),
+            backwards,
             limit: request.limit,
+            remaining: request.limit.unwrap_or(u32::MAX),
             batch: batch_size(request.batch_size),
             head,
-            next: request.start,
+            next,
             stopping: self.stopping.clone(),
+            sent_any: false,
+            done: false,
         };
-        tokio::spawn(read.run(tx));
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        // Each page is read when the transport asks for the next response: a slow client holds
+        // the read back (bounded memory), and a read that fits one page costs no task.
+        let responses = futures::stream::unfold(read, |mut read| async move {
+            let response = read.next_response().await?;
+            Some((response, read))
+        });
+        Ok(Box::pin(responses))
     }
 }
 
@@ -213,105 +225,93 @@ struct Read {
     query: Query,
     backwards: bool,
     limit: Option<u32>,
+    /// Events still to send under the limit.
+    remaining: u32,
     batch: u32,
     /// The settled head when the read began: every page stops there, so that the pages, read
     /// in separate snapshots, make one prefix of the log.
     head: Option<u64>,
+    /// Where the next page starts.
     next: Option<u64>,
     stopping: watch::Receiver<bool>,
+    sent_any: bool,
+    done: bool,
 }
 
 impl Read {
-    async fn run(mut self, tx: mpsc::Sender<Result<proto::ReadResponse, Status>>) {
-        let mut remaining = self.limit.unwrap_or(u32::MAX);
-        let mut sent_any = false;
+    /// The next response, or `None` once the read has ended.
+    async fn next_response(&mut self) -> Option<Result<proto::ReadResponse, Status>> {
+        if self.done {
+            return None;
+        }
         let Some(head) = self.head else {
-            // An empty store.
-            let _ = tx
-                .send(Ok(proto::ReadResponse {
-                    events: vec![],
-                    head: None,
-                }))
-                .await;
-            return;
+            // An empty store: one response, without a head.
+            return self.finish(None);
         };
-        if self.backwards {
-            self.next = Some(self.next.map_or(head, |n| n.min(head)));
+        let past_head = !self.backwards && self.next.is_some_and(|n| n > head);
+        if *self.stopping.borrow() || self.remaining == 0 || past_head {
+            return self.finish(Some(head));
         }
-        loop {
-            if *self.stopping.borrow() || remaining == 0 {
-                break;
+        let want = self.remaining.min(self.batch);
+        let page = self
+            .backend
+            .page(&self.query, self.next, self.backwards, u64::from(want))
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(status::from_store(e)));
             }
-            if !self.backwards && self.next.is_some_and(|n| n > head) {
-                break;
-            }
-            let want = remaining.min(self.batch);
-            let page = self
-                .backend
-                .page(&self.query, self.next, self.backwards, u64::from(want))
-                .await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => {
-                    let _ = tx.send(Err(status::from_store(e))).await;
-                    return;
+        };
+        let read = page.len();
+        let events: Vec<proto::SequencedEvent> = page
+            .into_iter()
+            .filter(|e| e.position <= head)
+            .map(wire::sequenced)
+            .collect();
+        let Some(last) = events.last().map(|e| e.position) else {
+            return self.finish(Some(head));
+        };
+        let capped = events.len() < read;
+        self.remaining = self.remaining.saturating_sub(events.len() as u32);
+        self.sent_any = true;
+        // The last page: fewer events than asked for, or some above the head.
+        self.done = capped || read < want as usize;
+        self.next = if self.backwards {
+            match last.checked_sub(1) {
+                Some(0) | None => {
+                    self.done = true;
+                    None
                 }
-            };
-            let read = page.len();
-            let events: Vec<proto::SequencedEvent> = page
-                .into_iter()
-                .filter(|e| e.position <= head)
-                .map(wire::sequenced)
-                .collect();
-            let capped = events.len() < read;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            let sent = events.len() as u32;
-            let response = proto::ReadResponse {
-                events,
-                // UmaDB's meaning: with a limit, the last position sent; else the head.
-                head: if self.limit.is_some() {
-                    Some(last)
-                } else {
-                    Some(head)
-                },
-            };
-            let sending = tokio::select! {
-                sent = tx.send(Ok(response)) => sent.is_ok(),
-                _ = self.stopping.changed() => false,
-            };
-            if !sending {
-                return;
+                n => n,
             }
-            sent_any = true;
-            remaining = remaining.saturating_sub(sent);
-            if capped || read < want as usize {
-                break;
-            }
-            self.next = if self.backwards {
-                match last.checked_sub(1) {
-                    Some(0) | None => break,
-                    n => n,
-                }
-            } else {
-                Some(last + 1)
-            };
-        }
-        if !sent_any {
-            // One response, so that the client learns the head.
-            let head = if self.limit.is_some() {
-                None
+        } else {
+            Some(last + 1)
+        };
+        Some(Ok(proto::ReadResponse {
+            events,
+            // UmaDB's meaning: with a limit, the last position sent; else the head.
+            head: if self.limit.is_some() {
+                Some(last)
             } else {
                 Some(head)
-            };
-            let _ = tx
-                .send(Ok(proto::ReadResponse {
-                    events: vec![],
-                    head,
-                }))
-                .await;
+            },
+        }))
+    }
+
+    /// Ends the read: one empty response if none was sent, so that the client learns the head
+    /// (none with a limit, as UmaDB).
+    fn finish(&mut self, head: Option<u64>) -> Option<Result<proto::ReadResponse, Status>> {
+        self.done = true;
+        if self.sent_any {
+            return None;
         }
+        self.sent_any = true;
+        Some(Ok(proto::ReadResponse {
+            events: vec![],
+            head: if self.limit.is_some() { None } else { head },
+        }))
     }
 }
 

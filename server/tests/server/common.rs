@@ -64,6 +64,32 @@ impl Backend {
     }
 }
 
+/// A server on `backend` and a client of it: what most tests start with.
+pub async fn serve(backend: &Backend) -> (Running, Client) {
+    let server = start(backend).await;
+    let client = client(&server).await;
+    (server, client)
+}
+
+/// Stops `server` gracefully and drops the backend's schema.
+pub async fn end(server: Running, backend: &Backend) {
+    server.stop().await.expect("a clean stop");
+    drop_schema(backend).await;
+}
+
+/// The positions of the whole log, read through the library (PostgreSQL).
+pub async fn log_positions(backend: &Backend) -> Vec<u64> {
+    let store = backend.store().await;
+    let read = dcbstore::EventStore::read(
+        &store,
+        &dcbstore::Query::all(),
+        dcbstore::ReadOptions::default(),
+    )
+    .await
+    .expect("the log");
+    read.events().iter().map(|e| e.position).collect()
+}
+
 /// Starts a server on `backend`.
 pub async fn start(backend: &Backend) -> Running {
     start_with(backend.config()).await

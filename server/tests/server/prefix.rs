@@ -131,8 +131,7 @@ async fn a_read_waits_for_an_append_in_flight_below_what_it_would_report() {
     transaction.rollback().await.unwrap();
     assert!(decision.await.unwrap().unwrap(), "nothing was in the way");
     assert_eq!(claims(&store).await["bob"], 1);
-    server.stop().await.unwrap();
-    drop_schema(&backend).await;
+    end(server, &backend).await;
 }
 
 #[tokio::test]
@@ -160,8 +159,7 @@ async fn a_head_covers_every_event_below_it() {
     let head = head.await.unwrap().unwrap().into_inner().position;
     assert_eq!(head, Some(above.last_position()));
     assert!(below.last_position() < above.last_position());
-    server.stop().await.unwrap();
-    drop_schema(&backend).await;
+    end(server, &backend).await;
 }
 
 /// Protocol clients and library writers claim the same names at once: every fourth decision
@@ -258,8 +256,7 @@ async fn racing_protocol_decisions_never_claim_a_name_twice() {
         "every name was claimed: {}",
         counts.len()
     );
-    server.stop().await.unwrap();
-    drop_schema(&backend).await;
+    end(server, &backend).await;
 }
 
 /// Clients on boundaries of their own never conflict: each decision's read includes the
@@ -294,7 +291,6 @@ async fn disjoint_protocol_decisions_never_conflict() {
         for task in tasks {
             task.await.unwrap();
         }
-        server.stop().await.unwrap();
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }

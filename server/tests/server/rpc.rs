@@ -8,8 +8,7 @@ use crate::common::*;
 #[tokio::test]
 async fn events_round_trip_byte_for_byte() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let mut sent = vec![
             event(
                 "Registered",
@@ -41,16 +40,14 @@ async fn events_round_trip_byte_for_byte() {
         let positions: Vec<u64> = read.iter().map(|e| e.position).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(positions.last(), Some(&position));
-        server.stop().await.expect("a clean stop");
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 
 #[tokio::test]
 async fn a_replay_returns_the_original_position_and_other_content_is_refused() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let e = event("Registered", &["student:1"], br#"{"n":1}"#);
         let first = append(&mut client, vec![e.clone()], None).await.unwrap();
         append(&mut client, vec![event("Other", &[], b"{}")], None)
@@ -72,16 +69,14 @@ async fn a_replay_returns_the_original_position_and_other_content_is_refused() {
         assert_eq!(error_type(&refused), ErrorType::Integrity);
         let (all, _) = read(&mut client, None).await;
         assert_eq!(all.len(), 2, "{backend:?}: nothing written twice");
-        server.stop().await.unwrap();
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 
 #[tokio::test]
 async fn a_failed_condition_is_an_integrity_error_and_writes_nothing() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let q = query(&[(&[], &["username:ada"])]);
         let claim = |n: &str| {
             event(
@@ -130,16 +125,14 @@ async fn a_failed_condition_is_an_integrity_error_and_writes_nothing() {
         assert_eq!(error_type(&refused), ErrorType::Integrity);
         let (all, _) = read(&mut client, None).await;
         assert_eq!(all.len(), 2, "{backend:?}");
-        server.stop().await.unwrap();
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 
 #[tokio::test]
 async fn bad_requests_are_invalid_arguments_and_write_nothing() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let cases = [
             vec![event("", &[], b"{}")],
             vec![],
@@ -171,16 +164,14 @@ async fn bad_requests_are_invalid_arguments_and_write_nothing() {
             .unwrap()
             .into_inner();
         assert_eq!(head.position, None, "{backend:?}: nothing was written");
-        server.stop().await.unwrap();
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 
 #[tokio::test]
 async fn reads_honour_start_backwards_limit_and_batches() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let events: Vec<_> = (0..25)
             .map(|i| {
                 event(
@@ -258,16 +249,14 @@ async fn reads_honour_start_backwards_limit_and_batches() {
         assert_eq!(responses.len(), 1);
         assert!(responses[0].events.is_empty());
         assert_eq!(responses[0].head, Some(last));
-        server.stop().await.unwrap();
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 
 #[tokio::test]
 async fn tracking_moves_forward_with_its_append_only() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let source = proto::TrackingRequest {
             source: "orders".into(),
         };
@@ -332,8 +321,7 @@ async fn tracking_moves_forward_with_its_append_only() {
             ["A", "D"],
             "{backend:?}: refused appends wrote nothing"
         );
-        server.stop().await.unwrap();
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 

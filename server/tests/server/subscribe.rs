@@ -28,8 +28,7 @@ async fn subscribe(
 #[tokio::test]
 async fn a_subscription_delivers_what_exists_then_what_comes() {
     for backend in Backend::all() {
-        let server = start(&backend).await;
-        let mut client = client(&server).await;
+        let (server, mut client) = serve(&backend).await;
         let first = append(
             &mut client,
             (0..10)
@@ -64,8 +63,7 @@ async fn a_subscription_delivers_what_exists_then_what_comes() {
         }
         let expected: Vec<u64> = (first - 4..=first + 20).collect();
         assert_eq!(got, expected, "{backend:?}: each once, in order");
-        server.stop().await.expect("streams end at shutdown");
-        drop_schema(&backend).await;
+        end(server, &backend).await;
     }
 }
 
@@ -127,20 +125,12 @@ async fn a_subscription_is_exactly_once_across_a_killed_server() {
     for writer in writers {
         writer.await.unwrap();
     }
-    let log: Vec<u64> = store
-        .read(&dcbstore::Query::all(), dcbstore::ReadOptions::default())
-        .await
-        .unwrap()
-        .events()
-        .iter()
-        .map(|e| e.position)
-        .collect();
+    let log = log_positions(&backend).await;
     assert_eq!(
         got, log,
         "every event once, in position order, across {restarts} kills"
     );
-    server.stop().await.unwrap();
-    drop_schema(&backend).await;
+    end(server, &backend).await;
 }
 
 /// Across a restart of PostgreSQL, a protocol subscriber that resubscribes after the last
@@ -229,16 +219,7 @@ async fn a_subscription_is_exactly_once_across_a_restart_of_postgresql() {
             }
         }
     }
-    let store = backend.store().await;
-    let log: Vec<u64> = store
-        .read(&dcbstore::Query::all(), dcbstore::ReadOptions::default())
-        .await
-        .unwrap()
-        .events()
-        .iter()
-        .map(|e| e.position)
-        .collect();
+    let log = log_positions(&backend).await;
     assert_eq!(got, log, "every event once, in order, across the restart");
-    server.stop().await.unwrap();
-    drop_schema(&backend).await;
+    end(server, &backend).await;
 }
