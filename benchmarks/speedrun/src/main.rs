@@ -413,7 +413,9 @@ fn parse_args() -> Result<Args, String> {
         clients: vec![1, 8, 32],
         seconds: 10.0,
         rounds: 2,
-        targets: ["umadb", "server", "dcbstore", "floor"].map(String::from).to_vec(),
+        targets: ["umadb", "server", "dcbstore", "floor"]
+            .map(String::from)
+            .to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
