@@ -381,3 +381,49 @@ async fn an_api_key_is_required_when_set_and_health_answers_without_it() {
     }
     server.stop().await.unwrap();
 }
+
+/// A graceful stop (SIGTERM) finishes the appends in flight: one waiting on a boundary lock held
+/// by a library transaction gets its answer once the lock is let go, and the server stops after.
+#[tokio::test]
+async fn stopping_finishes_the_appends_in_flight() {
+    use dcbstore::{AppendCondition, Event, Query, QueryItem};
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let (server, mut client) = serve(&backend).await;
+    let store = backend.store().await;
+    let mut held = store.pool().get().await.unwrap();
+    let transaction = held.transaction().await.unwrap();
+    let boundary = Query::from(QueryItem::tagged(["seat:1"]));
+    let guard = Some(AppendCondition::new(boundary, None));
+    let taken = Event::new("Taken", serde_json::json!({})).with_tags(["seat:1"]);
+    store.append_in(&transaction, [taken], guard).await.unwrap();
+    let condition = proto::AppendCondition {
+        fail_if_events_match: Some(query(&[(&[], &["seat:1"])])),
+        after: None,
+    };
+    let in_flight = tokio::spawn(async move {
+        append(
+            &mut client,
+            vec![event("Taken", &["seat:1"], b"{}")],
+            Some(condition),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the stop waits for the append in flight"
+    );
+    transaction.commit().await.unwrap();
+    let answer = in_flight.await.unwrap().unwrap_err();
+    assert_eq!(
+        answer.code(),
+        Code::FailedPrecondition,
+        "an answer, not a dropped call: {answer:?}"
+    );
+    stopping.await.unwrap().expect("a clean stop");
+    drop_schema(&backend).await;
+}
