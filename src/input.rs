@@ -250,6 +250,13 @@ pub enum ArgumentProblem {
         /// The backend the snapshot comes from.
         found: &'static str,
     },
+    /// [`PgEventStore::read_settled`](crate::PgEventStore::read_settled) was asked to read
+    /// backwards: it reads from the start up to the settled head.
+    #[error(
+        "a settled read reads forwards: read backwards from the settled head \
+         (settled_head_for, then a backwards read from it) instead"
+    )]
+    BackwardsSettledRead,
     /// A checkpoint (to resume a feed, to wait for an append) comes from the other backend.
     #[error("the checkpoint comes from a {found} feed, this store is {expected}")]
     ForeignCheckpoint {

@@ -186,25 +186,35 @@ impl Service {
             ));
         }
         let query = wire::query(request.query);
-        let head = self
-            .backend
-            .settled_head(&query)
-            .await
-            .map_err(status::from_store)?;
         let backwards = request.backwards.unwrap_or(false);
+        let remaining = request.limit.unwrap_or(u32::MAX);
+        let batch = batch_size(request.batch_size);
         let mut next = request.start;
-        if let (true, Some(head)) = (backwards, head) {
-            next = Some(next.map_or(head, |n| n.min(head)));
-        }
+        // Forwards, the first page comes with the settled head (one round trip); backwards, the
+        // head comes first, and the read starts from it.
+        let (head, first) = if backwards {
+            let head = self.backend.settled_head(&query).await;
+            let head = head.map_err(status::from_store)?;
+            if let Some(head) = head {
+                next = Some(next.map_or(head, |n| n.min(head)));
+            }
+            (head, None)
+        } else {
+            let want = u64::from(remaining.min(batch));
+            let first = self.backend.settled_page(&query, next, want).await;
+            let (events, head) = first.map_err(status::from_store)?;
+            (head, Some(events))
+        };
         let read = Read {
             backend: self.backend.clone(),
             query,
             backwards,
             limit: request.limit,
-            remaining: request.limit.unwrap_or(u32::MAX),
-            batch: batch_size(request.batch_size),
+            remaining,
+            batch,
             head,
             next,
+            first,
             stopping: self.stopping.clone(),
             sent_any: false,
             done: false,
@@ -233,6 +243,8 @@ struct Read {
     head: Option<u64>,
     /// Where the next page starts.
     next: Option<u64>,
+    /// The first page, read with the head (forwards).
+    first: Option<Vec<dcbstore::SequencedEvent>>,
     stopping: watch::Receiver<bool>,
     sent_any: bool,
     done: bool,
@@ -253,10 +265,13 @@ impl Read {
             return self.finish(Some(head));
         }
         let want = self.remaining.min(self.batch);
-        let page = self
-            .backend
-            .page(&self.query, self.next, self.backwards, u64::from(want))
-            .await;
+        let page = match self.first.take() {
+            Some(first) => Ok(first),
+            None => {
+                let next = (self.next, self.backwards, u64::from(want));
+                self.backend.page(&self.query, next.0, next.1, next.2).await
+            }
+        };
         let page = match page {
             Ok(page) => page,
             Err(e) => {
@@ -356,29 +371,21 @@ impl Subscription {
 
     /// Sends the next batch up to the settled head. `Ok(true)`: there may be more now.
     async fn deliver(&mut self) -> Result<bool, Status> {
-        let backend = &self.service.backend;
-        let settled = backend.settled_head(&self.query).await;
-        let Some(head) = settled.map_err(status::from_store)? else {
+        let batch = u64::from(self.batch);
+        let page = self
+            .service
+            .backend
+            .settled_page(&self.query, self.next, batch);
+        let (page, head) = page.await.map_err(status::from_store)?;
+        let Some(head) = head else {
             return Ok(false);
         };
-        if self.next.is_some_and(|n| n > head) {
-            return Ok(false);
-        }
-        let page = backend
-            .page(&self.query, self.next, false, u64::from(self.batch))
-            .await
-            .map_err(status::from_store)?;
-        let read = page.len();
-        let events: Vec<proto::SequencedEvent> = page
-            .into_iter()
-            .filter(|e| e.position <= head)
-            .map(wire::sequenced)
-            .collect();
-        let full = read == self.batch as usize && events.len() == read;
+        let full = page.len() == self.batch as usize;
+        let events: Vec<proto::SequencedEvent> = page.into_iter().map(wire::sequenced).collect();
         self.next = match (full, events.last()) {
             (true, Some(last)) => Some(last.position + 1),
             // Every matching event up to the head is delivered: the next one is above it.
-            _ => Some(head + 1),
+            _ => Some(self.next.map_or(head + 1, |n| n.max(head + 1))),
         };
         if !events.is_empty() {
             let response = proto::SubscribeResponse { events };

@@ -27,9 +27,10 @@ use deadpool_postgres::Pool;
 use super::PgEventStore;
 use super::connection::Lent;
 use super::locks::LockPlan;
+use super::read::decode;
 use super::sql::{SchemaName, admin};
-use crate::Query;
 use crate::error::{Error, Result};
+use crate::{Query, ReadOptions, SequencedEvent};
 
 /// The settled head's statements in a store.
 #[derive(Debug)]
@@ -121,21 +122,104 @@ impl PgEventStore {
     /// ```
     pub async fn settled_head_for(&self, query: &Query) -> Result<Option<u64>> {
         query.validate()?;
-        let keys = self.settled.keys(query);
         let client = Lent::take(&self.pool).await?;
+        let row = self.settled_state(&client, query).await?;
+        let head = self.settle(row).await?;
+        client.release();
+        Ok(head)
+    }
+
+    /// A read cut at the settled head of `query`, with that head: the events matching `query`
+    /// (as `options` ask, forwards: `backwards` is refused) that lie at or below the head, a
+    /// prefix of the events matching `query`. In one round trip when no append it must wait
+    /// for is in flight: the settled head's statement and the read, pipelined on one
+    /// connection (the read's snapshot is taken after the statement); else the read runs again
+    /// after the wait. Always on the primary.
+    ///
+    /// # Errors
+    ///
+    /// As [`settled_head_for`](PgEventStore::settled_head_for); [`Error::InvalidInput`] for
+    /// invalid options, or `backwards` (read backwards from the head instead).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn run(store: dcbstore::PgEventStore) -> dcbstore::Result<()> {
+    /// use dcbstore::{AppendCondition, Event, EventStore, Query, QueryItem, ReadOptions};
+    /// let query = Query::from(QueryItem::tagged(["username:ada"]));
+    /// let (events, head) = store.read_settled(&query, ReadOptions::default()).await?;
+    /// if events.is_empty() {
+    ///     let claim = Event::new("UsernameClaimed", serde_json::json!({})).with_tags(["username:ada"]);
+    ///     store.append([claim], Some(AppendCondition::new(query, head))).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_settled(
+        &self,
+        query: &Query,
+        options: ReadOptions,
+    ) -> Result<(Vec<SequencedEvent>, Option<u64>)> {
+        if options.backwards {
+            let problem = crate::ArgumentProblem::BackwardsSettledRead;
+            return Err(Error::InvalidInput(problem.into()));
+        }
+        let read = self.compile_read(query, &options)?;
+        let params = read.params();
+        let client = Lent::take(&self.pool).await?;
+        // Prepared first: the pipelined statement must reach the server before the read.
+        let statement = self.settled_statement(&client).await?;
+        let keys = self.settled.keys(query);
+        let state_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&self.settled.namespace, &keys];
+        let (state, rows) = futures::join!(
+            client.query_one(&statement, &state_params),
+            client.query_typed(&read.sql, &params),
+        );
+        let state = state.map_err(Error::db("reading the appends in flight"))?;
+        let waits = !state.get::<_, Vec<i64>>(2).is_empty();
+        let head = self.settle(state).await?;
+        let rows = if waits {
+            client.query_typed(&read.sql, &params).await
+        } else {
+            rows
+        };
+        let rows = rows.map_err(Error::db("reading events"))?;
+        client.release();
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = decode(row)?;
+            if Some(event.position) > head {
+                break;
+            }
+            events.push(event);
+        }
+        Ok((events, head))
+    }
+
+    /// The settled head's statement, prepared once per connection.
+    async fn settled_statement(&self, client: &Lent) -> Result<tokio_postgres::Statement> {
         let state = client.prepare_cached(&self.settled.state).await;
-        let state = state.map_err(Error::db("preparing the settled head"))?;
-        let row = client
-            .query_one(&state, &[&self.settled.namespace, &keys])
+        state.map_err(Error::db("preparing the settled head"))
+    }
+
+    /// The settled head's statement run on `client` for `query`.
+    async fn settled_state(&self, client: &Lent, query: &Query) -> Result<tokio_postgres::Row> {
+        let statement = self.settled_statement(client).await?;
+        let keys = self.settled.keys(query);
+        client
+            .query_one(&statement, &[&self.settled.namespace, &keys])
             .await
-            .map_err(Error::db("reading the appends in flight"))?;
+            .map_err(Error::db("reading the appends in flight"))
+    }
+
+    /// The head the statement's `row` reports, once the appends it lists have ended.
+    async fn settle(&self, row: tokio_postgres::Row) -> Result<Option<u64>> {
         let head: Option<i64> = row.get(1);
         let in_flight: Vec<i64> = row.get(2);
         if !in_flight.is_empty() {
             let begin = admin::begin_wait(self.config.lock_timeout, self.config.statement_timeout);
             await_published(&self.pool, &begin, in_flight).await?;
         }
-        client.release();
         Ok(head.map(|p| p as u64))
     }
 }

@@ -165,3 +165,60 @@ async fn the_settled_head_of_a_query_waits_only_for_its_own_events() {
     transaction.commit().await.unwrap();
     assert!(waiting.await.unwrap().unwrap() > Some(below.last_position()));
 }
+
+/// A settled read waits for an append in flight below the head it would report, returns it, and
+/// nothing above the head; read backwards, it is refused.
+#[tokio::test]
+async fn a_settled_read_is_a_prefix_of_its_query() {
+    use dcbstore::{InvalidInput, QueryItem};
+    let store = common::store_with_pool(4).await;
+    let course = Query::from(QueryItem::tagged(["course:c1"]));
+    let mut held = store.pool().get().await.unwrap();
+    let transaction = held.transaction().await.unwrap();
+    let below = store
+        .append_in(
+            &transaction,
+            [Event::new("Joined", json!({})).with_tags(["course:c1"])],
+            None,
+        )
+        .await
+        .unwrap();
+    let above = store
+        .append(
+            [Event::new("Joined", json!({})).with_tags(["course:c1"])],
+            None,
+        )
+        .await
+        .unwrap();
+    let reading = tokio::spawn({
+        let (store, course) = (store.clone(), course.clone());
+        async move { store.read_settled(&course, ReadOptions::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !reading.is_finished(),
+        "it waits for the append in flight below"
+    );
+    transaction.commit().await.unwrap();
+    let (events, head) = reading.await.unwrap().unwrap();
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, [below.last_position(), above.last_position()]);
+    assert_eq!(head, Some(above.last_position()));
+    // Nothing in flight: one round trip, the same answer.
+    let (again, head_again) = store
+        .read_settled(&course, ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((again.len(), head_again), (2, head));
+    let refused = store
+        .read_settled(&course, ReadOptions::default().backwards())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            dcbstore::Error::InvalidInput(InvalidInput::Argument(_))
+        ),
+        "{refused}"
+    );
+}

@@ -57,6 +57,30 @@ impl Backend {
         }
     }
 
+    /// At most `limit` events matching `query` from `from` (inclusive, forwards), cut at the
+    /// settled head of `query`, and that head: in one round trip on PostgreSQL when no append
+    /// it must wait for is in flight.
+    pub(crate) async fn settled_page(
+        &self,
+        query: &Query,
+        from: Option<u64>,
+        limit: u64,
+    ) -> dcbstore::Result<(Vec<SequencedEvent>, Option<u64>)> {
+        let mut options = ReadOptions::default().limit(limit);
+        if let Some(from) = from {
+            options = options.from_position(from);
+        }
+        match self {
+            Backend::Memory(m) => {
+                let head = m.store.head().await?;
+                let read = m.store.read(query, options).await?;
+                let cut = read.into_events().into_iter();
+                Ok((cut.take_while(|e| Some(e.position) <= head).collect(), head))
+            }
+            Backend::Postgres(p) => p.store.read_settled(query, options).await,
+        }
+    }
+
     /// At most `limit` events matching `query` from `from` (inclusive; the highest position when
     /// reading backwards).
     pub(crate) async fn page(
