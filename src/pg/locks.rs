@@ -242,8 +242,8 @@ impl Fields {
     }
 }
 
-/// The global key of `namespace`: every append holds it shared while it writes, so holding it
-/// exclusively waits for every append in flight (see `settled.rs`).
+/// The global key of `namespace`. Its bits also name the namespace of the positions the
+/// appends of `namespace` publish (`sql::admin::drawn_namespace`, see `settled.rs`).
 pub(crate) fn global_key(namespace: &str) -> i64 {
     hash_key(namespace, Key::Global)
 }

@@ -87,7 +87,7 @@ pub struct PgEventStore {
     changes: Arc<Changes>,
     /// The replicas reads go to, and the policy that sends them.
     replicas: Arc<Replicas>,
-    /// The last answer of [`PgEventStore::settled_head`], and its barriers in turn.
+    /// The statement and keys of [`PgEventStore::settled_head`].
     settled: Arc<settled::Settled>,
 }
 

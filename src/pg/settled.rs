@@ -22,8 +22,6 @@
 //! when no append is in flight below `v`, one round trip answers. The wait holds up no other
 //! append: appends that start meanwhile publish `v` or more, keys nobody waits for.
 
-use deadpool_postgres::Pool;
-
 use super::PgEventStore;
 use super::connection::Lent;
 use super::locks::LockPlan;
@@ -123,8 +121,11 @@ impl PgEventStore {
     pub async fn settled_head_for(&self, query: &Query) -> Result<Option<u64>> {
         query.validate()?;
         let client = Lent::take(&self.pool).await?;
-        let row = self.settled_state(&client, query).await?;
-        let head = self.settle(row).await?;
+        let statement = self.settled_statement(&client).await?;
+        let row = self
+            .settled_row(&client, &statement, &self.settled.keys(query))
+            .await?;
+        let (head, _) = self.settle(&client, row).await?;
         client.release();
         Ok(head)
     }
@@ -169,16 +170,12 @@ impl PgEventStore {
         // Prepared first: the pipelined statement must reach the server before the read.
         let statement = self.settled_statement(&client).await?;
         let keys = self.settled.keys(query);
-        let state_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&self.settled.namespace, &keys];
         let (state, rows) = futures::join!(
-            client.query_one(&statement, &state_params),
+            self.settled_row(&client, &statement, &keys),
             client.query_typed(&read.sql, &params),
         );
-        let state = state.map_err(Error::db("reading the appends in flight"))?;
-        let waits = !state.get::<_, Vec<i64>>(2).is_empty();
-        let head = self.settle(state).await?;
-        let rows = if waits {
+        let (head, waited) = self.settle(&client, state?).await?;
+        let rows = if waited {
             client.query_typed(&read.sql, &params).await
         } else {
             rows
@@ -202,36 +199,42 @@ impl PgEventStore {
         state.map_err(Error::db("preparing the settled head"))
     }
 
-    /// The settled head's statement run on `client` for `query`.
-    async fn settled_state(&self, client: &Lent, query: &Query) -> Result<tokio_postgres::Row> {
-        let statement = self.settled_statement(client).await?;
-        let keys = self.settled.keys(query);
+    /// The settled head's `statement` run on `client` for the lock `keys` of a query. It is
+    /// sent when first polled, so that a read pipelined after it runs in a later snapshot.
+    async fn settled_row(
+        &self,
+        client: &Lent,
+        statement: &tokio_postgres::Statement,
+        keys: &Vec<i64>,
+    ) -> Result<tokio_postgres::Row> {
         client
-            .query_one(&statement, &[&self.settled.namespace, &keys])
+            .query_one(statement, &[&self.settled.namespace, keys])
             .await
             .map_err(Error::db("reading the appends in flight"))
     }
 
-    /// The head the statement's `row` reports, once the appends it lists have ended.
-    async fn settle(&self, row: tokio_postgres::Row) -> Result<Option<u64>> {
+    /// The head the statement's `row` reports, once the appends it lists have ended (waited
+    /// for on `client`, in a transaction bounded by the store's lock timeout), and whether it
+    /// had to wait.
+    async fn settle(&self, client: &Lent, row: tokio_postgres::Row) -> Result<(Option<u64>, bool)> {
         let head: Option<i64> = row.get(1);
         let in_flight: Vec<i64> = row.get(2);
-        if !in_flight.is_empty() {
-            let begin = admin::begin_wait(self.config.lock_timeout, self.config.statement_timeout);
-            await_published(&self.pool, &begin, in_flight).await?;
+        let waits = !in_flight.is_empty();
+        if waits {
+            await_published(client, &self.config.begin, in_flight).await?;
         }
-        Ok(head.map(|p| p as u64))
+        Ok((head.map(|p| p as u64), waits))
     }
 }
 
-/// Waits for the appends that published `keys` to end: in one round trip, `BEGIN` with the
-/// store's lock timeout, each key taken and let go in turn, `COMMIT`. The statement is prepared
-/// first (once per connection): a pipelined statement that still had to be parsed would be sent
-/// after the `COMMIT`, and would run outside the transaction. A wait that fails leaves the
-/// connection to be closed (not returned to the pool), with any key it held; so does a caller
-/// that gives up while it waits (see `Lent`).
-async fn await_published(pool: &Pool, begin: &str, keys: Vec<i64>) -> Result<()> {
-    let client = Lent::take(pool).await?;
+/// Waits on `client` for the appends that published `keys` to end: in one round trip, `begin`
+/// (an append's `BEGIN`, with the store's lock and statement timeouts), each key taken and let
+/// go in turn, `COMMIT`. The statement is prepared first (once per connection): a pipelined
+/// statement that still had to be parsed would be sent after the `COMMIT`, and would run
+/// outside the transaction. A wait that fails leaves the connection to be closed by its caller
+/// (not returned to the pool), with any key it held; so does a caller that gives up while it
+/// waits (see `Lent`).
+async fn await_published(client: &Lent, begin: &str, keys: Vec<i64>) -> Result<()> {
     let wait = client.prepare_cached(admin::AWAIT_PUBLISHED).await;
     let wait = wait.map_err(Error::db("preparing the wait for appends in flight"))?;
     let keys: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&keys];
@@ -243,6 +246,5 @@ async fn await_published(pool: &Pool, begin: &str, keys: Vec<i64>) -> Result<()>
     begun.map_err(Error::db("starting the wait for appends in flight"))?;
     waited.map_err(Error::db("waiting for the appends in flight"))?;
     committed.map_err(Error::db("ending the wait for appends in flight"))?;
-    client.release();
     Ok(())
 }

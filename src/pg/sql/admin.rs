@@ -191,13 +191,3 @@ pub(crate) const AWAIT_PUBLISHED: &str = "SELECT pg_advisory_unlock(k) \
 fn sequence(schema: &SchemaName) -> String {
     format!("'{}.\"events_position_seq\"'::regclass", schema.quoted())
 }
-
-/// `BEGIN` of the wait for appends in flight: its wait is bounded by the store's lock timeout.
-pub(crate) fn begin_wait(lock_timeout: Duration, statement_timeout: Duration) -> String {
-    format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
-         SET LOCAL statement_timeout = {}",
-        millis(lock_timeout),
-        millis(statement_timeout)
-    )
-}
