@@ -66,10 +66,7 @@ impl Backend {
         from: Option<u64>,
         limit: u64,
     ) -> dcbstore::Result<(Vec<SequencedEvent>, Option<u64>)> {
-        let mut options = ReadOptions::default().limit(limit);
-        if let Some(from) = from {
-            options = options.from_position(from);
-        }
+        let options = page_options(from, limit);
         match self {
             Backend::Memory(m) => {
                 let head = m.store.head().await?;
@@ -90,10 +87,7 @@ impl Backend {
         backwards: bool,
         limit: u64,
     ) -> dcbstore::Result<Vec<SequencedEvent>> {
-        let mut options = ReadOptions::default().limit(limit);
-        if let Some(from) = from {
-            options = options.from_position(from);
-        }
+        let mut options = page_options(from, limit);
         if backwards {
             options = options.backwards();
         }
@@ -132,6 +126,15 @@ impl Backend {
     /// also look for them on a timer, not only when this server appends.
     pub(crate) fn shared(&self) -> bool {
         matches!(self, Backend::Postgres(_))
+    }
+}
+
+/// The options of a page: at most `limit` events from `from` (inclusive).
+fn page_options(from: Option<u64>, limit: u64) -> ReadOptions {
+    let options = ReadOptions::default().limit(limit);
+    match from {
+        Some(from) => options.from_position(from),
+        None => options,
     }
 }
 

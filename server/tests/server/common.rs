@@ -168,11 +168,12 @@ pub async fn read(
     (responses.into_iter().flat_map(|r| r.events).collect(), head)
 }
 
-/// The error type in a status's details, as UmaDB's clients decode it.
-pub fn error_type(status: &tonic::Status) -> ErrorType {
+/// A status's code and the error type in its details, as UmaDB's clients decode it.
+pub fn refusal(status: &tonic::Status) -> (tonic::Code, ErrorType) {
     let details = proto::ErrorResponse::decode(status.details()).expect("an ErrorResponse");
     assert_eq!(details.message, status.message());
-    ErrorType::try_from(details.error_type).expect("a known error type")
+    let kind = ErrorType::try_from(details.error_type).expect("a known error type");
+    (status.code(), kind)
 }
 
 /// Drops a PostgreSQL backend's schema.

@@ -62,11 +62,10 @@ async fn a_replay_returns_the_original_position_and_other_content_is_refused() {
         changed.data = br#"{"n":2}"#.to_vec();
         let refused = append(&mut client, vec![changed], None).await.unwrap_err();
         assert_eq!(
-            refused.code(),
-            Code::FailedPrecondition,
+            refusal(&refused),
+            (Code::FailedPrecondition, ErrorType::Integrity),
             "{backend:?}: {refused:?}"
         );
-        assert_eq!(error_type(&refused), ErrorType::Integrity);
         let (all, _) = read(&mut client, None).await;
         assert_eq!(all.len(), 2, "{backend:?}: nothing written twice");
         end(server, &backend).await;
@@ -98,8 +97,11 @@ async fn a_failed_condition_is_an_integrity_error_and_writes_nothing() {
         let refused = append(&mut client, vec![claim("2")], Some(condition))
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), Code::FailedPrecondition, "{backend:?}");
-        assert_eq!(error_type(&refused), ErrorType::Integrity);
+        assert_eq!(
+            refusal(&refused),
+            (Code::FailedPrecondition, ErrorType::Integrity),
+            "{backend:?}"
+        );
         // After the position it read, the condition holds again.
         let (seen, head) = read(&mut client, Some(q.clone())).await;
         assert_eq!(seen.len(), 1);
@@ -122,7 +124,10 @@ async fn a_failed_condition_is_an_integrity_error_and_writes_nothing() {
         let refused = append(&mut client, vec![claim("3")], Some(anything))
             .await
             .unwrap_err();
-        assert_eq!(error_type(&refused), ErrorType::Integrity);
+        assert_eq!(
+            refusal(&refused),
+            (Code::FailedPrecondition, ErrorType::Integrity)
+        );
         let (all, _) = read(&mut client, None).await;
         assert_eq!(all.len(), 2, "{backend:?}");
         end(server, &backend).await;
@@ -145,11 +150,10 @@ async fn bad_requests_are_invalid_arguments_and_write_nothing() {
         for events in cases {
             let refused = append(&mut client, events.clone(), None).await.unwrap_err();
             assert_eq!(
-                refused.code(),
-                Code::InvalidArgument,
+                refusal(&refused),
+                (Code::InvalidArgument, ErrorType::InvalidArgument),
                 "{backend:?} {events:?}: {refused:?}"
             );
-            assert_eq!(error_type(&refused), ErrorType::InvalidArgument);
         }
         #[allow(deprecated)]
         let request = proto::ReadRequest {
@@ -157,7 +161,10 @@ async fn bad_requests_are_invalid_arguments_and_write_nothing() {
             ..Default::default()
         };
         let refused = read_all(&mut client, request).await.unwrap_err();
-        assert_eq!(error_type(&refused), ErrorType::InvalidArgument);
+        assert_eq!(
+            refusal(&refused),
+            (Code::InvalidArgument, ErrorType::InvalidArgument)
+        );
         let head = client
             .head(proto::HeadRequest {})
             .await
@@ -289,8 +296,11 @@ async fn tracking_moves_forward_with_its_append_only() {
                 .append(tracked(stale, event("B", &[], b"{}")))
                 .await
                 .unwrap_err();
-            assert_eq!(refused.code(), Code::FailedPrecondition, "{backend:?}");
-            assert_eq!(error_type(&refused), ErrorType::Integrity);
+            assert_eq!(
+                refusal(&refused),
+                (Code::FailedPrecondition, ErrorType::Integrity),
+                "{backend:?}"
+            );
         }
         // A failed condition leaves the position where it was.
         let mut failing = tracked(9, event("C", &[], b"{}"));
@@ -338,8 +348,10 @@ async fn an_api_key_is_required_when_set_and_health_answers_without_it() {
         .unwrap();
     let mut anonymous = dcbstore_server::proto::dcb_client::DcbClient::new(channel.clone());
     let refused = anonymous.head(proto::HeadRequest {}).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Unauthenticated);
-    assert_eq!(error_type(&refused), ErrorType::Authentication);
+    assert_eq!(
+        refusal(&refused),
+        (Code::Unauthenticated, ErrorType::Authentication)
+    );
     let mut keyed = dcbstore_server::proto::dcb_client::DcbClient::with_interceptor(
         channel.clone(),
         |mut request: tonic::Request<()>| {
