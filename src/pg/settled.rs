@@ -22,11 +22,12 @@
 //! when no append is in flight below `v`, one round trip answers. The wait holds up no other
 //! append: appends that start meanwhile publish `v` or more, keys nobody waits for.
 
-use super::PgEventStore;
 use super::connection::Lent;
 use super::locks::LockPlan;
 use super::read::decode;
+use super::sql::Statement;
 use super::sql::{SchemaName, admin};
+use super::{MAX_CACHED_STATEMENTS, PgEventStore};
 use crate::error::{Error, Result};
 use crate::{Query, ReadOptions, SequencedEvent};
 
@@ -135,7 +136,10 @@ impl PgEventStore {
     /// prefix of the events matching `query`. In one round trip when no append it must wait
     /// for is in flight: the settled head's statement and the read, pipelined on one
     /// connection (the read's snapshot is taken after the statement); else the read runs again
-    /// after the wait. Always on the primary.
+    /// after the wait. A first page (no `from`) is a prepared statement, run on its cached
+    /// generic plan (no planning per read; see `sql::select_first_page`); a page with `from`
+    /// is planned for its values, as [`read`](crate::EventStore::read) is. Always on the
+    /// primary.
     ///
     /// # Errors
     ///
@@ -164,23 +168,34 @@ impl PgEventStore {
             let problem = crate::ArgumentProblem::BackwardsSettledRead;
             return Err(Error::InvalidInput(problem.into()));
         }
-        let read = self.compile_read(query, &options)?;
-        let params = read.params();
+        let first_page = self.config.prepare && options.from.is_none();
+        let read = match first_page {
+            true => self.compile_first_page(query, &options)?,
+            false => self.compile_read(query, &options)?,
+        };
         let client = Lent::take(&self.pool).await?;
-        // Prepared first: the pipelined statement must reach the server before the read.
+        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            client.statement_cache.clear();
+        }
+        // Prepared first: a pipelined statement must reach the server in its turn.
         let statement = self.settled_statement(&client).await?;
+        let prepared = match first_page {
+            true => {
+                let page = client.prepare_typed_cached(&read.sql, read.types()).await;
+                Some(page.map_err(Error::db("preparing the read"))?)
+            }
+            false => None,
+        };
         let keys = self.settled.keys(query);
         let (state, rows) = futures::join!(
             self.settled_row(&client, &statement, &keys),
-            client.query_typed(&read.sql, &params),
+            self.page_rows(&client, &read, prepared.as_ref()),
         );
         let (head, waited) = self.settle(&client, state?).await?;
-        let rows = if waited {
-            client.query_typed(&read.sql, &params).await
-        } else {
-            rows
+        let rows = match waited {
+            true => self.page_rows(&client, &read, prepared.as_ref()).await?,
+            false => rows?,
         };
-        let rows = rows.map_err(Error::db("reading events"))?;
         client.release();
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -191,6 +206,34 @@ impl PgEventStore {
             events.push(event);
         }
         Ok((events, head))
+    }
+
+    /// The rows of `read` on `client`, sent when first polled: `prepared` (its statement,
+    /// prepared on `client`) in a read-only transaction that plans with the store's settings
+    /// (`Config::read_begin`), pipelined; else `read` as it is, planned for its values.
+    async fn page_rows(
+        &self,
+        client: &Lent,
+        read: &Statement,
+        prepared: Option<&tokio_postgres::Statement>,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let failed = Error::db("reading events");
+        let Some(prepared) = prepared else {
+            return client
+                .query_typed(&read.sql, &read.params())
+                .await
+                .map_err(failed);
+        };
+        let values = read.values();
+        let (begun, rows, committed) = futures::join!(
+            client.batch_execute(&self.config.read_begin),
+            client.query(prepared, &values),
+            client.batch_execute(admin::COMMIT),
+        );
+        begun.map_err(Error::db("starting the read's transaction"))?;
+        let rows = rows.map_err(failed)?;
+        committed.map_err(Error::db("ending the read's transaction"))?;
+        Ok(rows)
     }
 
     /// The settled head's statement, prepared once per connection.

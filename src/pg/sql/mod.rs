@@ -18,7 +18,9 @@ mod read;
 pub(crate) mod replica;
 
 pub(crate) use append::{Guard, insert_events, lock_keys, unguarded_group};
-pub(crate) use read::{select_events, select_events_seen, select_feed, select_unseen};
+pub(crate) use read::{
+    select_events, select_events_seen, select_feed, select_first_page, select_unseen,
+};
 
 /// The columns of the events table, in the order reads select them.
 pub(crate) const COLUMNS: [&str; 7] = [

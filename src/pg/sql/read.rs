@@ -23,6 +23,38 @@ pub(crate) fn select_events(
     Ok(Statement::build(&ordered(schema, query, options)?))
 }
 
+/// The first page of a read (`options` without `from`): one statement with one good plan
+/// whatever its values, for a read prepared once and run on its cached generic plan. The read of
+/// every matching event is a `MATERIALIZED` CTE, which PostgreSQL plans for full retrieval (the
+/// plan of a prepared read of a whole query: each item through its index), and the `LIMIT`
+/// applies outside it. A CTE is scanned as the outer query pulls its rows, so where its plan
+/// streams (a walk of the position index, for a read of every event) the limit stops it early.
+/// Written inline instead, the limit reaches the planner, and a generic plan, which cannot know
+/// how few events match, walks the position index and filters every event by the items' tags.
+/// Rows come in the CTE's order: by position. With no limit, [`select_events`].
+pub(crate) fn select_first_page(
+    schema: &SchemaName,
+    query: &Query,
+    options: &ReadOptions,
+) -> Result<Statement, InvalidInput> {
+    debug_assert!(options.from.is_none(), "a first page has no `from`");
+    let Some(limit) = options.limit else {
+        return select_events(schema, query, options);
+    };
+    let every = ReadOptions {
+        limit: None,
+        ..*options
+    };
+    let mut with = WithClause::new();
+    with.cte(materialized("page", ordered(schema, query, &every)?));
+    let mut page = Sql::select();
+    page.columns(COLUMNS)
+        .from("page")
+        .limit(limit)
+        .with_cte(with);
+    Ok(Statement::build(&page))
+}
+
 /// The snapshot a decision's read reports, as text: the read statement's own
 /// (`pg_current_snapshot()`) on a primary. On a hot standby only its `xmin` (`xmin:xmin:`, every
 /// transaction at or above it unseen): a standby keeps the transactions running on the primary

@@ -90,6 +90,27 @@ fn read_options_bind_from_and_limit() {
 }
 
 #[test]
+fn first_page_cuts_a_materialized_read_of_every_matching_event() {
+    let query = Query::from(QueryItem::typed(["A", "B"]).tags(["t"]));
+    let options = ReadOptions::default().limit(10);
+    let s = select_first_page(&schema(), &query, &options).unwrap();
+    assert_eq!(
+        s.sql,
+        format!(
+            r#"WITH "page" AS  MATERIALIZED ({SELECT} WHERE ("event_type" || '') = ANY($1) AND "tags" @> $2 ORDER BY "position" ASC) SELECT "position", "event_id", "event_type", "tags", "payload", "metadata", "occurred_at" FROM "page" LIMIT $3"#
+        )
+    );
+    assert_eq!(s.params()[2].1, Type::INT8);
+    let every = select_first_page(&schema(), &query, &ReadOptions::default()).unwrap();
+    assert_eq!(
+        every.sql,
+        select_events(&schema(), &query, &ReadOptions::default())
+            .unwrap()
+            .sql
+    );
+}
+
+#[test]
 fn read_with_time_range() {
     let t = time::OffsetDateTime::UNIX_EPOCH;
     let query = Query::all().occurred_from(t).occurred_before(t);
