@@ -20,7 +20,9 @@
 //!   decision costs PostgreSQL when nothing is checked);
 //! - `memory`: dcbstore's in-memory store;
 //! - `dcbstore@GxF`: dcbstore with at most `G` appends per group commit and `F` groups in flight
-//!   (e.g. `dcbstore@1x2`: no grouping), to compare settings side by side.
+//!   (e.g. `dcbstore@1x2`: no grouping), to compare settings side by side;
+//! - `server@PORT`: another dcbstore server, on loopback at `PORT` (e.g. a build of other code,
+//!   to compare two servers side by side).
 //!
 //! Run it with `benchmarks/speedrun/run`, which installs and starts the peer.
 
@@ -73,8 +75,8 @@ fn may_join(events: &[Seen], course: &str, student: &str) -> bool {
 #[derive(Clone)]
 enum Target {
     /// A server of UmaDB's protocol, through UmaDB's client: its URL and label (`umadb`, or
-    /// `server` for dcbstore's).
-    UmaDb(String, &'static str),
+    /// `server` and `server@PORT` for dcbstore's).
+    UmaDb(String, String),
     /// A store and its label: `dcbstore`, or `dcbstore@GxF` for a group size and groups in
     /// flight of its own.
     DcbStore(PgEventStore, String),
@@ -451,10 +453,15 @@ async fn main() -> Result<(), BoxError> {
     let mut targets = Vec::new();
     for name in &args.targets {
         match (name.as_str(), &url, &uma) {
-            ("umadb", _, Some(uma)) => targets.push(Target::UmaDb(uma.clone(), "umadb")),
+            ("umadb", _, Some(uma)) => targets.push(Target::UmaDb(uma.clone(), name.clone())),
             ("server", _, _) if server.is_some() => {
                 let url = server.clone().expect("checked");
-                targets.push(Target::UmaDb(url, "server"));
+                targets.push(Target::UmaDb(url, name.clone()));
+            }
+            (name, _, _) if name.starts_with("server@") => {
+                let port: u16 = name["server@".len()..].parse()?;
+                let url = format!("http://127.0.0.1:{port}");
+                targets.push(Target::UmaDb(url, name.to_string()));
             }
             (name, Some(url), _) if name == "floor" || name.starts_with("dcbstore") => {
                 // `dcbstore@GxF`: at most G appends per group, F groups in flight.
@@ -566,6 +573,18 @@ async fn main() -> Result<(), BoxError> {
                 "  {clients:>3} clients: dcbstore / floor decisions/s = {:.2}",
                 d.3 / f.3
             );
+        }
+        for other in results
+            .iter()
+            .filter(|r| r.0.starts_with("server@") && r.1 == clients)
+        {
+            if let Some(s) = get("server") {
+                println!(
+                    "  {clients:>3} clients: server / {} ops/s = {:.2}",
+                    other.0,
+                    s.2 / other.2
+                );
+            }
         }
     }
     Ok(())
