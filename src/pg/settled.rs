@@ -21,6 +21,13 @@
 //! Steps 1 and 2 are one statement, which also reads the last position stored at or below `v`:
 //! when no append is in flight below `v`, one round trip answers. The wait holds up no other
 //! append: appends that start meanwhile publish `v` or more, keys nobody waits for.
+//!
+//! Listing `pg_locks` is costly under load (every lock of the server, read under all its lock
+//! partitions), and most reads need not: between steps 1 and 2 the statement tries, without
+//! waiting, the locks a guard on the query would take. Every append that writes a matching
+//! event holds one of them in a conflicting mode from before it draws a position (see
+//! `locks.rs`), so when they can all be taken, no such append is in flight, none can hold a
+//! position at or below `v`, and step 2 is skipped. The locks go when the statement ends.
 
 use super::connection::Lent;
 use super::locks::LockPlan;
@@ -49,10 +56,10 @@ impl Settled {
         }
     }
 
-    /// Every lock key an append writing an event that matches `query` holds one of: the keys
-    /// of `query` as a condition, and their buckets (see `locks.rs`).
-    fn keys(&self, query: &Query) -> Vec<i64> {
-        LockPlan::new(&self.schema, &[], Some(query)).keys
+    /// The locks of a guard on `query` (see `locks.rs`): every append writing an event that
+    /// matches `query` holds one of its keys, in a mode that conflicts with the guard's.
+    fn keys(&self, query: &Query) -> LockPlan {
+        LockPlan::new(&self.schema, &[], Some(query))
     }
 }
 
@@ -248,10 +255,11 @@ impl PgEventStore {
         &self,
         client: &Lent,
         statement: &tokio_postgres::Statement,
-        keys: &Vec<i64>,
+        keys: &LockPlan,
     ) -> Result<tokio_postgres::Row> {
+        let namespace = &self.settled.namespace;
         client
-            .query_one(statement, &[&self.settled.namespace, keys])
+            .query_one(statement, &[namespace, &keys.keys, &keys.exclusive])
             .await
             .map_err(Error::db("reading the appends in flight"))
     }

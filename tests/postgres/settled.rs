@@ -222,3 +222,45 @@ async fn a_settled_read_is_a_prefix_of_its_query() {
         "{refused}"
     );
 }
+
+/// A writer whose event brings more lock keys than one append takes locks whole buckets in
+/// place of them (see `locks.rs`): held open, it holds up the settled head of a query on one of
+/// its tags, which finds it by that tag's bucket (the query's own key is free).
+#[tokio::test]
+async fn the_settled_head_waits_for_a_writer_that_locks_buckets() {
+    use dcbstore::QueryItem;
+    let store = common::store_with_pool(4).await;
+    let course = Query::from(QueryItem::tagged(["course:c1"]));
+    let mut tags: Vec<String> = (0..1000).map(|i| format!("student:s{i}")).collect();
+    tags.push("course:c1".to_string());
+    let mut held = store.pool().get().await.unwrap();
+    let transaction = held.transaction().await.unwrap();
+    let oversized = store
+        .append_in(
+            &transaction,
+            [Event::new("Enrolled", json!({})).with_tags(tags)],
+            None,
+        )
+        .await
+        .unwrap();
+    let other = store
+        .append(
+            [Event::new("Other", json!({})).with_tags(["course:c2"])],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(oversized.last_position() < other.last_position());
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let course = course.clone();
+        async move { store.read_settled(&course, ReadOptions::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "it waits for the oversized writer");
+    transaction.commit().await.unwrap();
+    let (events, head) = waiting.await.unwrap().unwrap();
+    assert_eq!(head, Some(other.last_position()));
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![oversized.last_position()]);
+}

@@ -151,17 +151,28 @@ pub(crate) fn drawn_key(schema: &SchemaName, namespace: &str) -> String {
 /// The largest position a published key holds.
 const MAX_DRAWN: i64 = (1 << 48) - 1;
 
-/// The settled head's one statement (see `settled.rs`), `$1` the store's namespace, `$2` the
-/// lock keys of the query it settles: first the last position drawn (`drawn`, a materialized
-/// CTE, read before `pg_locks`: the lock table is read by a subquery that depends on it); then the
-/// last position stored at or below it, in the statement's snapshot; and last the keys published
-/// by the appends still in flight that may draw a position at or below it (they published a
-/// smaller one) and that hold one of the query's keys (every append writing an event that
-/// matches the query does): the appends to wait for. Advisory locks on bigint keys are in
-/// `pg_locks` with the key's high half as `classid`, its low half as `objid`, `objsubid` 1.
+/// The settled head's one statement (see `settled.rs`), `$1` the store's namespace, `$2` and
+/// `$3` the lock keys of the query it settles and their modes (exclusive or not: the plan of a
+/// guard on the query, `LockPlan`). First the last position drawn (`drawn`, a materialized CTE,
+/// read before anything else: what follows depends on it); then whether any append writing an
+/// event that matches the query is in flight (`free`): every such append holds one of the keys
+/// in a mode that conflicts with the guard's, from before it draws a position, so when the
+/// guard's locks can all be taken at once (tried without waiting, and let go when the
+/// statement ends) none is, and nothing below `drawn` remains to wait for; then the last
+/// position stored at or below it, in the statement's snapshot; and last, only when some lock
+/// was held by another, the keys published by the appends still in flight that may draw a
+/// position at or below it (they published a smaller one) and that hold one of the query's
+/// keys: the appends to wait for. Reading `pg_locks` collects every lock of the server, under
+/// all its lock partitions (0.2 ms under 32 writers, against 0.05 ms for the statement without
+/// it), so it runs only then. Advisory locks on bigint keys are in `pg_locks` with the key's
+/// high half as `classid`, its low half as `objid`, `objsubid` 1.
 pub(crate) fn settled_state(schema: &SchemaName) -> String {
     format!(
         "WITH drawn AS MATERIALIZED (SELECT coalesce(pg_sequence_last_value({seq}), 0) AS v), \
+         free AS MATERIALIZED ( \
+           SELECT coalesce(bool_and(CASE WHEN u.x THEN pg_try_advisory_xact_lock(u.k) \
+                                    ELSE pg_try_advisory_xact_lock_shared(u.k) END), TRUE) AS free \
+           FROM drawn d, unnest($2::int8[], $3::bool[]) AS u(k, x) WHERE d.v >= 0), \
          held AS MATERIALIZED ( \
            SELECT l.pid, l.mode, (l.classid::int8 << 32) | l.objid::int8 AS k \
            FROM pg_lock_status() l \
@@ -169,11 +180,12 @@ pub(crate) fn settled_state(schema: &SchemaName) -> String {
              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
          SELECT d.v, \
            (SELECT max(\"position\") FROM {schema}.\"events\" WHERE \"position\" <= d.v), \
+           CASE WHEN f.free THEN '{{}}'::int8[] ELSE \
            ARRAY(SELECT DISTINCT p.k FROM held p \
                  WHERE p.mode = 'ShareLock' AND (p.k >> 48) = $1 \
                    AND (p.k & {MAX_DRAWN}) < d.v \
-                   AND EXISTS (SELECT 1 FROM held q WHERE q.pid = p.pid AND q.k = ANY($2))) \
-         FROM drawn d",
+                   AND EXISTS (SELECT 1 FROM held q WHERE q.pid = p.pid AND q.k = ANY($2))) END \
+         FROM drawn d, free f",
         seq = sequence(schema),
         schema = schema.quoted()
     )
