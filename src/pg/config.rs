@@ -625,7 +625,8 @@ pub(super) struct Config {
     /// sequential scans off. Every query has an index for each item (tags, payload, types; the
     /// primary key for `Query::all`), so that plan is good whatever the values and however the
     /// table grows; a read with `from` or `limit` is planned for its values instead (a range or
-    /// a limit changes which index is best). Its statement timeout is the store's.
+    /// a limit changes which index is best), except a settled read's first page, whose limit
+    /// stays outside its plan (`sql::select_first_page`). Its statement timeout is the store's.
     pub(super) read_begin: Arc<str>,
 }
 
