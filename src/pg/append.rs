@@ -48,6 +48,8 @@ pub(super) struct CompiledAppend {
     group_begin: Arc<str>,
     /// Whether its statements are prepared on the connection (else sent with their types).
     prepare: bool,
+    /// The store's statements by shape.
+    statements: Arc<sql::Statements>,
 }
 
 impl CompiledAppend {
@@ -81,6 +83,7 @@ impl CompiledAppend {
             begin: config.begin.clone(),
             group_begin: config.group_begin.clone(),
             prepare: config.prepare,
+            statements: config.statements.clone(),
         };
         if compiled.guarded() {
             compiled.insert();
@@ -108,7 +111,8 @@ impl CompiledAppend {
     pub(super) fn insert(&self) -> &Statement {
         self.insert.get_or_init(|| {
             let guard = self.condition.as_ref().map(Guard::of);
-            sql::insert_events(&self.schema, &self.events, guard)
+            self.statements
+                .insert_events(&self.schema, &self.events, guard)
         })
     }
 

@@ -13,7 +13,7 @@ use super::PgEventStore;
 use super::group::GroupCommit;
 use super::notify::{self, Changes};
 use super::replicas::{LatestReads, Policy, ReadOn, Replicas};
-use super::sql::{SchemaName, admin, replica};
+use super::sql::{SchemaName, Statements, admin, replica};
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_BATCH_SIZE;
 
@@ -628,6 +628,8 @@ pub(super) struct Config {
     /// a limit changes which index is best), except a settled read's first page, whose limit
     /// stays outside its plan (`sql::select_first_page`). Its statement timeout is the store's.
     pub(super) read_begin: Arc<str>,
+    /// The SQL of its reads and appends, rendered once per shape.
+    pub(super) statements: Arc<Statements>,
 }
 
 /// The longest a group-commit transaction waits for its locks (at most the store's lock
@@ -654,6 +656,7 @@ impl Config {
             begin: begin(lock_timeout),
             group_begin: begin(lock_timeout.min(GROUP_LOCK_WAIT)),
             read_begin: Arc::from(admin::begin_read(statement_timeout)),
+            statements: Arc::default(),
         }
     }
 }

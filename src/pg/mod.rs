@@ -328,23 +328,28 @@ impl PgEventStore {
 
     fn compile_read(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
         check_read(query, options, POSTGRES_NAME)?;
-        Ok(sql::select_events(&self.config.schema, query, options)?)
+        Ok(self
+            .config
+            .statements
+            .select_events(&self.config.schema, query, options)?)
     }
 
     /// The first page of a read (no `from`), checked and compiled to be prepared:
-    /// [`sql::select_first_page`].
+    /// `sql::select_first_page`.
     fn compile_first_page(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
         check_read(query, options, POSTGRES_NAME)?;
-        Ok(sql::select_first_page(&self.config.schema, query, options)?)
+        Ok(self
+            .config
+            .statements
+            .select_first_page(&self.config.schema, query, options)?)
     }
 
-    /// A decision's read, checked and compiled: [`sql::select_events_seen`].
+    /// A decision's read, checked and compiled: `sql::select_events_seen`.
     fn compile_read_seen(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
         check_read(query, options, POSTGRES_NAME)?;
-        Ok(sql::select_events_seen(
-            &self.config.schema,
-            query,
-            options,
-        )?)
+        Ok(self
+            .config
+            .statements
+            .select_events_seen(&self.config.schema, query, options)?)
     }
 }

@@ -174,7 +174,7 @@ pub(crate) fn lock_keys(schema: &SchemaName, locks: &LockPlan) -> Statement {
 }
 
 /// Rows of the events table a guard's tail reads at most (see [`guard`]).
-const TAIL_ROWS: u64 = 64;
+pub(super) const TAIL_ROWS: u64 = 64;
 
 /// The guard of a condition: `WITH guard AS MATERIALIZED (…)`, the events that fail it. An event
 /// fails a condition when it matches the query and lies after `after` (with no `after`: every

@@ -2,11 +2,12 @@
 //! (`filter`), the reads and the feed (`read`), the CTE-guarded conditional `INSERT` and the
 //! advisory locks (`append`, with `unguarded_group.sql`), and administration: transactions'
 //! `BEGIN`, migrations, checkpoints and notifications (`admin`), and what routes reads to
-//! replicas (`replica`). Every value travels as a bound parameter; the
-//! only name spliced into SQL is the schema, a validated [`SchemaName`].
+//! replicas (`replica`). Reads and appends are rendered once per shape (`shape`). Every value
+//! travels as a bound parameter; the only name spliced into SQL is the schema, a validated
+//! [`SchemaName`].
 
 use sea_query::{PostgresQueryBuilder, Value as SqlValue};
-use sea_query_postgres::{PostgresBinder, PostgresValues};
+use sea_query_postgres::{PostgresBinder, PostgresValue, PostgresValues};
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{ConfigProblem, InvalidInput};
@@ -16,11 +17,11 @@ mod append;
 mod filter;
 mod read;
 pub(crate) mod replica;
+mod shape;
 
-pub(crate) use append::{Guard, insert_events, lock_keys, unguarded_group};
-pub(crate) use read::{
-    select_events, select_events_seen, select_feed, select_first_page, select_unseen,
-};
+pub(crate) use append::{Guard, lock_keys, unguarded_group};
+pub(crate) use read::{select_feed, select_unseen};
+pub(crate) use shape::Statements;
 
 /// The columns of the events table, in the order reads select them.
 pub(crate) const COLUMNS: [&str; 7] = [
@@ -113,6 +114,17 @@ impl Statement {
             })
             .collect();
         Self { sql, values, types }
+    }
+
+    /// A statement of SQL rendered before (`shape`), with its `values` and their `types`.
+    fn rendered(sql: String, values: Vec<SqlValue>, types: Vec<Type>) -> Self {
+        let values = PostgresValues(values.into_iter().map(PostgresValue).collect());
+        Self { sql, values, types }
+    }
+
+    /// The values it binds, in order.
+    fn bound(&self) -> Vec<SqlValue> {
+        self.values.0.iter().map(|v| v.0.clone()).collect()
     }
 
     /// The parameters' types, for preparing the statement.

@@ -1,5 +1,7 @@
 //! The generated SQL, asserted: reads, the feed, appends and their guards.
 
+use super::append::insert_events;
+use super::read::{select_events, select_events_seen, select_first_page};
 use super::*;
 use crate::event::Event;
 use crate::options::ReadOptions;
