@@ -235,14 +235,9 @@ fn unguarded_group(appends: &[(usize, &CompiledAppend)]) -> (String, Value) {
         .iter()
         .flat_map(|(i, append)| {
             append.events.iter().map(move |e| {
-                json!({
-                    "append": i,
-                    "event_id": e.id,
-                    "event_type": e.event_type,
-                    "tags": e.tags,
-                    "payload": e.payload,
-                    "metadata": e.metadata,
-                })
+                let mut row = sql::row(e);
+                row["append"] = json!(i);
+                row
             })
         })
         .collect();

@@ -31,7 +31,7 @@ impl EventStore for PgEventStore {
         options: ReadOptions,
     ) -> impl Future<Output = Result<ReadResult>> + Send {
         // Checked before a connection is taken: bad input takes none.
-        let statement = self.compile_read_seen(query, &options);
+        let statement = self.compile_read(sql::ReadKind::Seen, query, &options);
         let (replicas, query) = (self.replicas.clone(), query.clone());
         let items = query.items().len();
         // A read of the whole query (a decision's) has one plan whatever its values: prepared.
@@ -84,7 +84,7 @@ impl EventStore for PgEventStore {
     }
 
     fn read_stream(&self, query: &Query, options: ReadOptions) -> EventStream {
-        let statement = self.compile_read(query, &options);
+        let statement = self.compile_read(sql::ReadKind::Plain, query, &options);
         let replicas = self.replicas.clone();
         stream::once(async move {
             let statement = statement?;

@@ -270,7 +270,7 @@ impl PgEventStore {
         query: &Query,
         options: ReadOptions,
     ) -> Result<ReadResult> {
-        let statement = self.compile_read_seen(query, &options)?;
+        let statement = self.compile_read(sql::ReadKind::Seen, query, &options)?;
         read_seen(client, &statement, query.clone(), options).await
     }
 
@@ -326,30 +326,15 @@ impl PgEventStore {
         compiled.run_in(transaction).await
     }
 
-    fn compile_read(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
+    /// The read statement of `kind` for `query` and `options`, checked and compiled.
+    fn compile_read(
+        &self,
+        kind: sql::ReadKind,
+        query: &Query,
+        options: &ReadOptions,
+    ) -> Result<Statement> {
         check_read(query, options, POSTGRES_NAME)?;
-        Ok(self
-            .config
-            .statements
-            .select_events(&self.config.schema, query, options)?)
-    }
-
-    /// The first page of a read (no `from`), checked and compiled to be prepared:
-    /// `sql::select_first_page`.
-    fn compile_first_page(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
-        check_read(query, options, POSTGRES_NAME)?;
-        Ok(self
-            .config
-            .statements
-            .select_first_page(&self.config.schema, query, options)?)
-    }
-
-    /// A decision's read, checked and compiled: `sql::select_events_seen`.
-    fn compile_read_seen(&self, query: &Query, options: &ReadOptions) -> Result<Statement> {
-        check_read(query, options, POSTGRES_NAME)?;
-        Ok(self
-            .config
-            .statements
-            .select_events_seen(&self.config.schema, query, options)?)
+        let (schema, statements) = (&self.config.schema, &self.config.statements);
+        Ok(statements.read(kind, schema, query, options)?)
     }
 }

@@ -23,7 +23,7 @@ fn malformed(message: String) -> Error {
     }
 }
 
-/// A decision's read (`statement`, from [`super::PgEventStore::compile_read_seen`]): the events with the
+/// A decision's read (`statement`, from `PgEventStore::compile_read` (`ReadKind::Seen`)): the events with the
 /// snapshot the read statement ran in.
 pub(super) async fn read_seen<C: GenericClient>(
     client: &C,

@@ -32,7 +32,7 @@
 use super::connection::Lent;
 use super::locks::LockPlan;
 use super::read::decode;
-use super::sql::Statement;
+use super::sql::{ReadKind, Statement};
 use super::sql::{SchemaName, admin};
 use super::{MAX_CACHED_STATEMENTS, PgEventStore};
 use crate::error::{Error, Result};
@@ -177,8 +177,8 @@ impl PgEventStore {
         }
         let first_page = self.config.prepare && options.from.is_none();
         let read = match first_page {
-            true => self.compile_first_page(query, &options)?,
-            false => self.compile_read(query, &options)?,
+            true => self.compile_read(ReadKind::FirstPage, query, &options)?,
+            false => self.compile_read(ReadKind::Plain, query, &options)?,
         };
         let client = Lent::take(&self.pool).await?;
         if client.statement_cache.size() > MAX_CACHED_STATEMENTS {

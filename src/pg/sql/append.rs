@@ -59,23 +59,9 @@ pub(crate) fn insert_events(
     events: &[Event],
     condition: Option<Guard<'_>>,
 ) -> Statement {
-    let batch = Value::Array(
-        events
-            .iter()
-            .map(|e| {
-                json!({
-                    "event_id": e.id,
-                    "event_type": e.event_type,
-                    "tags": e.tags,
-                    "payload": e.payload,
-                    "metadata": e.metadata,
-                })
-            })
-            .collect(),
-    );
     let rows = Func::cust("jsonb_populate_recordset")
         .arg(Expr::cust(format!("NULL::{}.\"events\"", schema.quoted())))
-        .arg(Expr::val(batch));
+        .arg(Expr::val(batch(events)));
     let mut source = Sql::select();
     source
         .columns(WRITTEN.map(|c| ("batch", c)))
@@ -133,6 +119,22 @@ pub(crate) fn insert_events(
         .from("existing");
     select.union(UnionType::All, stored).with_cte(with);
     Statement::build(&select)
+}
+
+/// The events of an append as the JSONB array its statement turns into rows.
+pub(super) fn batch(events: &[Event]) -> Value {
+    Value::Array(events.iter().map(row).collect())
+}
+
+/// One event as a row of the events table, in JSONB: the columns an append writes.
+pub(crate) fn row(event: &Event) -> Value {
+    json!({
+        "event_id": event.id,
+        "event_type": event.event_type,
+        "tags": event.tags,
+        "payload": event.payload,
+        "metadata": event.metadata,
+    })
 }
 
 /// The advisory locks of an append (see `locks.rs`), taken in one pass in key order (the

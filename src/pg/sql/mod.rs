@@ -19,9 +19,9 @@ mod read;
 pub(crate) mod replica;
 mod shape;
 
-pub(crate) use append::{Guard, lock_keys, unguarded_group};
+pub(crate) use append::{Guard, lock_keys, row, unguarded_group};
 pub(crate) use read::{select_feed, select_unseen};
-pub(crate) use shape::Statements;
+pub(crate) use shape::{ReadKind, Statements};
 
 /// The columns of the events table, in the order reads select them.
 pub(crate) const COLUMNS: [&str; 7] = [

@@ -18,10 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sea_query::Value as SqlValue;
-use serde_json::{Value, json};
 use tokio_postgres::types::Type;
 
-use super::append::{Guard, TAIL_ROWS, insert_events};
+use super::append::{Guard, TAIL_ROWS, batch, insert_events};
 use super::read::{select_events, select_events_seen, select_first_page};
 use super::{SchemaName, Statement};
 use crate::error::InvalidInput;
@@ -82,9 +81,12 @@ impl QueryShape {
 
 /// Which read statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum ReadKind {
+pub(crate) enum ReadKind {
+    /// A read's events ([`select_events`]).
     Plain,
+    /// A decision's read: the events with the snapshot it ran in ([`select_events_seen`]).
     Seen,
+    /// The first page of a settled read, to be prepared ([`select_first_page`]).
     FirstPage,
 }
 
@@ -118,40 +120,27 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    /// [`select_events`], by shape.
-    pub(crate) fn select_events(
+    /// The read statement of `kind` (`read.rs`), by shape.
+    pub(crate) fn read(
         &self,
+        kind: ReadKind,
         schema: &SchemaName,
         query: &Query,
         options: &ReadOptions,
     ) -> Result<Statement, InvalidInput> {
         let values = read_values(query, options)?;
-        let shape = read_shape(ReadKind::Plain, query, options);
-        self.statement(shape, values, || select_events(schema, query, options))
-    }
-
-    /// [`select_events_seen`], by shape.
-    pub(crate) fn select_events_seen(
-        &self,
-        schema: &SchemaName,
-        query: &Query,
-        options: &ReadOptions,
-    ) -> Result<Statement, InvalidInput> {
-        let values = read_values(query, options)?;
-        let shape = read_shape(ReadKind::Seen, query, options);
-        self.statement(shape, values, || select_events_seen(schema, query, options))
-    }
-
-    /// [`select_first_page`], by shape.
-    pub(crate) fn select_first_page(
-        &self,
-        schema: &SchemaName,
-        query: &Query,
-        options: &ReadOptions,
-    ) -> Result<Statement, InvalidInput> {
-        let values = read_values(query, options)?;
-        let shape = read_shape(ReadKind::FirstPage, query, options);
-        self.statement(shape, values, || select_first_page(schema, query, options))
+        let shape = Shape::Read {
+            kind,
+            query: QueryShape::of(query),
+            from: options.from.is_some(),
+            limit: options.limit.is_some(),
+            backwards: options.backwards,
+        };
+        self.statement(shape, values, || match kind {
+            ReadKind::Plain => select_events(schema, query, options),
+            ReadKind::Seen => select_events_seen(schema, query, options),
+            ReadKind::FirstPage => select_first_page(schema, query, options),
+        })
     }
 
     /// [`insert_events`], by shape.
@@ -219,16 +208,6 @@ impl Statements {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Shape, Arc<Rendered>>> {
         self.shapes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn read_shape(kind: ReadKind, query: &Query, options: &ReadOptions) -> Shape {
-    Shape::Read {
-        kind,
-        query: QueryShape::of(query),
-        from: options.from.is_some(),
-        limit: options.limit.is_some(),
-        backwards: options.backwards,
     }
 }
 
@@ -303,19 +282,7 @@ fn insert_values(events: &[Event], guard: Option<Guard<'_>>) -> Vec<SqlValue> {
     }
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
     values.push(ids.into());
-    let batch: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "event_id": e.id,
-                "event_type": e.event_type,
-                "tags": e.tags,
-                "payload": e.payload,
-                "metadata": e.metadata,
-            })
-        })
-        .collect();
-    values.push(Value::Array(batch).into());
+    values.push(batch(events).into());
     values
 }
 
@@ -357,6 +324,7 @@ mod tests {
     use super::*;
     use crate::condition::AppendCondition;
     use crate::snapshot::{PgSnapshot, ReadSnapshot};
+    use serde_json::json;
 
     /// A small deterministic generator (the shapes must be the same at every run).
     struct Draw(u64);
