@@ -4,8 +4,8 @@
 //! options (how many items, which constraints each item has, whether there is an `after`, a
 //! snapshot, a limit), never on their values, which are bound parameters. Building and rendering
 //! it with sea-query cost 30% of the library's CPU under 32 concurrent decisions (measured with
-//! `perf`: the append's statement 20%, the decision's read 9%), more than the rest of a
-//! decision's work in the process. [`Statements`] keeps each shape's SQL and parameter types,
+//! `perf`: the append's statement 20%, the decision's read 9%). [`Statements`] keeps each
+//! shape's SQL and parameter types,
 //! rendered by the builders of this folder the first time the shape is met; every later call
 //! collects its values (`*_values` below) in the order that SQL binds them.
 //!
