@@ -13,7 +13,7 @@ use tokio_postgres::{Row, Transaction};
 use tracing::debug;
 use uuid::Uuid;
 
-use super::MAX_CACHED_STATEMENTS;
+use super::bound_statement_cache;
 use super::config::Config;
 use super::locks::LockPlan;
 use super::sql::{self, Guard, SchemaName, Statement};
@@ -265,9 +265,7 @@ pub(super) async fn run_transaction(
     client: &deadpool_postgres::Client,
     appends: &[&CompiledAppend],
 ) -> Result<Vec<Result<AppendResult>>> {
-    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-        client.statement_cache.clear();
-    }
+    bound_statement_cache(client);
     let union;
     let lock = match appends {
         [one] => one.lock(),

@@ -45,7 +45,15 @@ mod sql;
 
 /// A connection's prepared statements are dropped when they grow past this many (appends with
 /// many different query shapes).
-pub(crate) const MAX_CACHED_STATEMENTS: usize = 256;
+const MAX_CACHED_STATEMENTS: usize = 256;
+
+/// Drops `client`'s prepared statements when they have grown past [`MAX_CACHED_STATEMENTS`]:
+/// called before a call prepares its own.
+fn bound_statement_cache(client: &deadpool_postgres::Client) {
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+}
 
 /// An event store in one schema of a PostgreSQL database, over a connection pool.
 ///

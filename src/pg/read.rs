@@ -3,7 +3,7 @@
 use futures::TryStreamExt;
 use tokio_postgres::{GenericClient, Row, RowStream};
 
-use super::MAX_CACHED_STATEMENTS;
+use super::bound_statement_cache;
 use super::sql::{self, Statement};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -50,22 +50,31 @@ pub(super) async fn read_seen_prepared(
     query: Query,
     options: ReadOptions,
 ) -> Result<ReadResult> {
-    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-        client.statement_cache.clear();
-    }
+    bound_statement_cache(client);
     let prepared = client
         .prepare_typed_cached(&statement.sql, statement.types())
         .await
         .map_err(Error::db("preparing the read"))?;
+    in_read_transaction(client, begin, async {
+        let rows = client
+            .query_raw(&prepared, statement.values())
+            .await
+            .map_err(Error::db("reading events"))?;
+        collect_seen(rows, query, options).await
+    })
+    .await
+}
+
+/// `read` (which sends its statement when first polled) in the read-only transaction that
+/// `begin` opens: `begin`, the read and `COMMIT`, pipelined in one round trip.
+pub(super) async fn in_read_transaction<T>(
+    client: &tokio_postgres::Client,
+    begin: &str,
+    read: impl Future<Output = Result<T>>,
+) -> Result<T> {
     let (begun, read, committed) = futures::join!(
         client.batch_execute(begin),
-        async {
-            let rows = client
-                .query_raw(&prepared, statement.values())
-                .await
-                .map_err(Error::db("reading events"))?;
-            collect_seen(rows, query, options).await
-        },
+        read,
         client.batch_execute(sql::admin::COMMIT),
     );
     begun.map_err(Error::db("starting the read's transaction"))?;

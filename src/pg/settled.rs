@@ -31,10 +31,10 @@
 
 use super::connection::Lent;
 use super::locks::LockPlan;
-use super::read::decode;
+use super::read::{decode, in_read_transaction};
 use super::sql::{ReadKind, Statement};
 use super::sql::{SchemaName, admin};
-use super::{MAX_CACHED_STATEMENTS, PgEventStore};
+use super::{PgEventStore, bound_statement_cache};
 use crate::error::{Error, Result};
 use crate::{Query, ReadOptions, SequencedEvent};
 
@@ -181,9 +181,7 @@ impl PgEventStore {
             false => self.compile_read(ReadKind::Plain, query, &options)?,
         };
         let client = Lent::take(&self.pool).await?;
-        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-            client.statement_cache.clear();
-        }
+        bound_statement_cache(&client);
         // Prepared first: a pipelined statement must reach the server in its turn.
         let statement = self.settled_statement(&client).await?;
         let prepared = match first_page {
@@ -232,15 +230,8 @@ impl PgEventStore {
                 .map_err(failed);
         };
         let values = read.values();
-        let (begun, rows, committed) = futures::join!(
-            client.batch_execute(&self.config.read_begin),
-            client.query(prepared, &values),
-            client.batch_execute(admin::COMMIT),
-        );
-        begun.map_err(Error::db("starting the read's transaction"))?;
-        let rows = rows.map_err(failed)?;
-        committed.map_err(Error::db("ending the read's transaction"))?;
-        Ok(rows)
+        let rows = async { client.query(prepared, &values).await.map_err(failed) };
+        in_read_transaction(client, &self.config.read_begin, rows).await
     }
 
     /// The settled head's statement, prepared once per connection.

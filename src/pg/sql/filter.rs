@@ -25,6 +25,7 @@ pub(super) fn filter_after(query: &Query, after: i64) -> Option<Condition> {
     for item in query.items() {
         let cond = item_filter(item);
         if cond.is_empty() {
+            // The item matches every event (see `matches_every_event`).
             return None;
         }
         items.push(cond.add(if !keyed(item) {
@@ -110,6 +111,12 @@ fn item_filter(item: &QueryItem) -> Condition {
             })));
     }
     cond
+}
+
+/// Whether `item` constrains nothing, so that its condition is empty and it matches every
+/// event: [`filter_after`] has no condition then.
+pub(super) fn matches_every_event(item: &QueryItem) -> bool {
+    item_filter(item).is_empty()
 }
 
 /// Whether `item` has tags or payload predicates, whose GIN indexes find its events.

@@ -21,6 +21,7 @@ use sea_query::Value as SqlValue;
 use tokio_postgres::types::Type;
 
 use super::append::{Guard, TAIL_ROWS, batch, insert_events};
+use super::filter::matches_every_event;
 use super::read::{select_events, select_events_seen, select_first_page};
 use super::{SchemaName, Statement};
 use crate::error::InvalidInput;
@@ -256,8 +257,7 @@ fn filter_values(query: &Query, values: &mut Vec<SqlValue>) {
 /// The values of `filter_after` (each item's, then `after`; then the time range), or `false`
 /// when it has none (an item matches every event).
 fn filter_after_values(query: &Query, after: i64, values: &mut Vec<SqlValue>) -> bool {
-    let empty = |item: &QueryItem| ItemShape::of(item) == ItemShape::of(&QueryItem::new());
-    if query.is_all() || query.items().iter().any(empty) {
+    if query.is_all() || query.items().iter().any(matches_every_event) {
         return false;
     }
     for item in query.items() {
