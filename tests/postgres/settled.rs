@@ -8,6 +8,20 @@ use serde_json::json;
 
 use crate::common;
 
+/// `below` appended in `transaction`, which the caller holds open, then `above` appended and
+/// committed: their positions, the held one below the other.
+async fn held_below(
+    store: &dcbstore::PgEventStore,
+    transaction: &dcbstore::tokio_postgres::Transaction<'_>,
+    below: Event,
+    above: Event,
+) -> (u64, u64) {
+    let below = store.append_in(transaction, [below], None).await.unwrap();
+    let above = store.append([above], None).await.unwrap();
+    assert!(below.last_position() < above.last_position());
+    (below.last_position(), above.last_position())
+}
+
 /// The settled head waits for an append in flight below the positions it would report, then
 /// covers it; one rolled back leaves a gap it passes.
 #[tokio::test]
@@ -16,15 +30,13 @@ async fn the_settled_head_waits_for_an_append_in_flight_below_it() {
     assert_eq!(store.settled_head().await.unwrap(), None, "an empty store");
     let mut held = store.pool().get().await.unwrap();
     let transaction = held.transaction().await.unwrap();
-    let below = store
-        .append_in(&transaction, [Event::new("Below", json!({}))], None)
-        .await
-        .unwrap();
-    let above = store
-        .append([Event::new("Above", json!({}))], None)
-        .await
-        .unwrap();
-    assert!(below.last_position() < above.last_position());
+    let (_, above) = held_below(
+        &store,
+        &transaction,
+        Event::new("Below", json!({})),
+        Event::new("Above", json!({})),
+    )
+    .await;
     let waiting = tokio::spawn({
         let store = store.clone();
         async move { store.settled_head().await }
@@ -33,7 +45,7 @@ async fn the_settled_head_waits_for_an_append_in_flight_below_it() {
     assert!(!waiting.is_finished(), "it waits for the append in flight");
     transaction.commit().await.unwrap();
     let settled = waiting.await.unwrap().unwrap();
-    assert_eq!(settled, Some(above.last_position()));
+    assert_eq!(settled, Some(above));
     let read = store
         .read(&Query::all(), ReadOptions::default())
         .await
@@ -47,10 +59,7 @@ async fn the_settled_head_waits_for_an_append_in_flight_below_it() {
         .await
         .unwrap();
     transaction.rollback().await.unwrap();
-    assert_eq!(
-        store.settled_head().await.unwrap(),
-        Some(above.last_position())
-    );
+    assert_eq!(store.settled_head().await.unwrap(), Some(above));
     let last = store
         .append([Event::new("Last", json!({}))], None)
         .await
@@ -106,26 +115,18 @@ async fn the_settled_head_of_a_query_waits_only_for_its_own_events() {
         .unwrap();
     let mut held = store.pool().get().await.unwrap();
     let transaction = held.transaction().await.unwrap();
-    store
-        .append_in(
-            &transaction,
-            [Event::new("Other", json!({})).with_tags(["course:c2"])],
-            None,
-        )
-        .await
-        .unwrap();
-    let joined = store
-        .append(
-            [Event::new("Joined", json!({})).with_tags(["course:c1"])],
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, joined) = held_below(
+        &store,
+        &transaction,
+        Event::new("Other", json!({})).with_tags(["course:c2"]),
+        Event::new("Joined", json!({})).with_tags(["course:c1"]),
+    )
+    .await;
     let settled = tokio::time::timeout(Duration::from_secs(2), store.settled_head_for(&course))
         .await
         .expect("not held up by another boundary")
         .unwrap();
-    assert_eq!(settled, Some(joined.last_position()));
+    assert_eq!(settled, Some(joined));
     let whole = tokio::spawn({
         let store = store.clone();
         async move { store.settled_head().await }
@@ -136,22 +137,17 @@ async fn the_settled_head_of_a_query_waits_only_for_its_own_events() {
         "the whole log's settled head waits for it"
     );
     transaction.commit().await.unwrap();
-    assert_eq!(whole.await.unwrap().unwrap(), Some(joined.last_position()));
+    assert_eq!(whole.await.unwrap().unwrap(), Some(joined));
 
     // Held open on the query's own boundary: the query's settled head waits too.
     let transaction = held.transaction().await.unwrap();
-    let below = store
-        .append_in(
-            &transaction,
-            [Event::new("Left", json!({})).with_tags(["course:c1"])],
-            None,
-        )
-        .await
-        .unwrap();
-    store
-        .append([Event::new("Other", json!({}))], None)
-        .await
-        .unwrap();
+    let (below, _) = held_below(
+        &store,
+        &transaction,
+        Event::new("Left", json!({})).with_tags(["course:c1"]),
+        Event::new("Other", json!({})),
+    )
+    .await;
     let waiting = tokio::spawn({
         let store = store.clone();
         let course = course.clone();
@@ -163,7 +159,7 @@ async fn the_settled_head_of_a_query_waits_only_for_its_own_events() {
         "it waits for an event of its boundary"
     );
     transaction.commit().await.unwrap();
-    assert!(waiting.await.unwrap().unwrap() > Some(below.last_position()));
+    assert!(waiting.await.unwrap().unwrap() > Some(below));
 }
 
 /// A settled read waits for an append in flight below the head it would report, returns it, and
@@ -175,21 +171,13 @@ async fn a_settled_read_is_a_prefix_of_its_query() {
     let course = Query::from(QueryItem::tagged(["course:c1"]));
     let mut held = store.pool().get().await.unwrap();
     let transaction = held.transaction().await.unwrap();
-    let below = store
-        .append_in(
-            &transaction,
-            [Event::new("Joined", json!({})).with_tags(["course:c1"])],
-            None,
-        )
-        .await
-        .unwrap();
-    let above = store
-        .append(
-            [Event::new("Joined", json!({})).with_tags(["course:c1"])],
-            None,
-        )
-        .await
-        .unwrap();
+    let (below, above) = held_below(
+        &store,
+        &transaction,
+        Event::new("Joined", json!({})).with_tags(["course:c1"]),
+        Event::new("Joined", json!({})).with_tags(["course:c1"]),
+    )
+    .await;
     let reading = tokio::spawn({
         let (store, course) = (store.clone(), course.clone());
         async move { store.read_settled(&course, ReadOptions::default()).await }
@@ -202,8 +190,8 @@ async fn a_settled_read_is_a_prefix_of_its_query() {
     transaction.commit().await.unwrap();
     let (events, head) = reading.await.unwrap().unwrap();
     let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
-    assert_eq!(positions, [below.last_position(), above.last_position()]);
-    assert_eq!(head, Some(above.last_position()));
+    assert_eq!(positions, [below, above]);
+    assert_eq!(head, Some(above));
     // Nothing in flight: one round trip, the same answer.
     let (again, head_again) = store
         .read_settled(&course, ReadOptions::default())
@@ -235,22 +223,13 @@ async fn the_settled_head_waits_for_a_writer_that_locks_buckets() {
     tags.push("course:c1".to_string());
     let mut held = store.pool().get().await.unwrap();
     let transaction = held.transaction().await.unwrap();
-    let oversized = store
-        .append_in(
-            &transaction,
-            [Event::new("Enrolled", json!({})).with_tags(tags)],
-            None,
-        )
-        .await
-        .unwrap();
-    let other = store
-        .append(
-            [Event::new("Other", json!({})).with_tags(["course:c2"])],
-            None,
-        )
-        .await
-        .unwrap();
-    assert!(oversized.last_position() < other.last_position());
+    let (oversized, other) = held_below(
+        &store,
+        &transaction,
+        Event::new("Enrolled", json!({})).with_tags(tags),
+        Event::new("Other", json!({})).with_tags(["course:c2"]),
+    )
+    .await;
     let waiting = tokio::spawn({
         let store = store.clone();
         let course = course.clone();
@@ -260,7 +239,7 @@ async fn the_settled_head_waits_for_a_writer_that_locks_buckets() {
     assert!(!waiting.is_finished(), "it waits for the oversized writer");
     transaction.commit().await.unwrap();
     let (events, head) = waiting.await.unwrap().unwrap();
-    assert_eq!(head, Some(other.last_position()));
+    assert_eq!(head, Some(other));
     let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
-    assert_eq!(positions, vec![oversized.last_position()]);
+    assert_eq!(positions, vec![oversized]);
 }
