@@ -3,13 +3,25 @@
 //! decision reads the whole boundary, each later one only what its state did not see),
 //! alternating in one run, one client. The figure: a decision's p50 on the large boundary over
 //! its p50 on the small one.
+//!
+//! Also `decide-disjoint --cached`: the decisions of `decide-disjoint` (each writer on a course
+//! of its own that grows by one event per decision), each writer through a `DecisionCache`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dcbstore::{DecisionCache, EventStore, Projection, Query, QueryItem, decide};
+use dcbstore::{DecisionCache, EventStore, PgEventStore, Projection, Query, QueryItem, decide};
 use serde_json::json;
+use tokio::sync::Mutex;
 
-use super::{Bench, BoxError, Report, Scenario, event, fresh_store, percentile, round};
+use super::{Bench, BoxError, Measured, ONE_APPENDED, Report, Scenario, event, fresh_store};
+use super::{measure, percentile, round};
+
+/// A course's subscriptions, counted: the model of every decision here.
+fn subscriptions(course: &str) -> Projection<u64> {
+    let boundary = Query::from(QueryItem::tagged([format!("course:{course}")]));
+    Projection::new(boundary, 0u64, |n: &mut u64, _| *n += 1)
+}
 
 /// The boundaries' sizes: a decision's usual and a large one.
 const SIZES: [u64; 2] = [10, 10_000];
@@ -29,10 +41,7 @@ impl Bench {
             }
         }
         // The model counts the course's subscriptions; each decision adds one.
-        let model = |size: u64| {
-            let boundary = Query::from(QueryItem::tagged([format!("course:{}", course(size))]));
-            Projection::new(boundary, 0u64, |n: &mut u64, _| *n += 1)
-        };
+        let model = |size: u64| subscriptions(&course(size));
         let models = sizes.map(model);
         let mut caches = sizes.map(|size| DecisionCache::new(model(size)));
         let mut latencies: [[Vec<Duration>; 2]; 2] = Default::default();
@@ -84,5 +93,39 @@ impl Bench {
             }
         }
         Ok(reports)
+    }
+
+    /// `decide-disjoint --cached`: `writers` writers, each deciding on a course of its own
+    /// through its `DecisionCache` (its first decision reads the course, each later one only
+    /// what the cache's state did not see), measured.
+    pub(super) async fn decide_disjoint_cached(
+        &self,
+        store: &PgEventStore,
+        writers: usize,
+    ) -> Result<Measured, BoxError> {
+        let run = &self.run;
+        let courses: Vec<String> = (0..writers)
+            .map(|w| format!("r{run}-{writers}-c{w}"))
+            .collect();
+        let caches: Arc<Vec<_>> = Arc::new(
+            courses
+                .iter()
+                .map(|c| Mutex::new(DecisionCache::new(subscriptions(c))))
+                .collect(),
+        );
+        let (store, courses) = (store.clone(), Arc::new(courses));
+        measure(writers, self.duration(), move |w, i| {
+            let (store, caches, courses) = (store.clone(), caches.clone(), courses.clone());
+            async move {
+                let course = &courses[w];
+                let subscribe = |taken: u64| {
+                    let student = format!("s{i}-{taken}");
+                    Ok::<_, String>(vec![event("Subscribed", course, &student, i)])
+                };
+                caches[w].lock().await.decide(&store, subscribe).await?;
+                Ok(ONE_APPENDED)
+            }
+        })
+        .await
     }
 }

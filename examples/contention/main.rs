@@ -17,7 +17,8 @@
 //! appends per transaction, 1 for none, and groups in flight; the store's defaults otherwise),
 //! `--no-notify` (appends send no notification for subscriptions), `--whole-boundary-guard`
 //! (`decide-disjoint` builds its conditions by hand: the guard before conditions derived from
-//! reads looked only at what the read could not see),
+//! reads looked only at what the read could not see), `--cached` (`decide-disjoint` decides
+//! through a `DecisionCache` per writer: each decision reads only what its state did not see),
 //! `--json` (one JSON object per result line), `--quick` (tiny sizes and 1 s runs: checks that
 //! everything runs), `--ten-million` (guard-latency also at 10M events).
 //!
@@ -106,6 +107,8 @@ struct Args {
     json: bool,
     quick: bool,
     ten_million: bool,
+    /// `--cached`: `decide-disjoint` decides through a `DecisionCache` per writer.
+    cached: bool,
     /// Group commit: the most appends per transaction and the groups in flight.
     group: (usize, usize),
 }
@@ -113,7 +116,7 @@ struct Args {
 fn usage() -> String {
     let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
     format!(
-        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--no-notify] [--whole-boundary-guard] [--json] [--quick] [--ten-million]",
+        "usage: contention <{}|all> [--writers 1,8,32,64] [--seconds S] [--events N] [--group N] [--in-flight N] [--no-notify] [--whole-boundary-guard] [--cached] [--json] [--quick] [--ten-million]",
         names.join("|")
     )
 }
@@ -139,6 +142,7 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         quick: false,
         ten_million: false,
+        cached: false,
         group: (
             dcbstore::pg::DEFAULT_MAX_GROUP_SIZE,
             dcbstore::pg::DEFAULT_GROUPS_IN_FLIGHT,
@@ -167,6 +171,7 @@ fn parse_args() -> Result<Args, String> {
             "--whole-boundary-guard" => {
                 WHOLE_BOUNDARY.store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            "--cached" => parsed.cached = true,
             "--json" => parsed.json = true,
             "--quick" => parsed.quick = true,
             "--ten-million" => parsed.ten_million = true,
@@ -622,6 +627,12 @@ impl Bench {
     /// `raw-insert` like the appends.
     async fn decide_disjoint(&mut self, writers: usize) -> Result<Report, BoxError> {
         let (store, in_store) = self.contention_store(writers).await?;
+        if self.args.cached {
+            let measured = self.decide_disjoint_cached(&store, writers).await?;
+            let mut report = measured.report(Scenario::DecideDisjoint, writers, in_store);
+            report.extra.push(("decisions", json!("cached")));
+            return self.against_raw(report).await;
+        }
         let (shared, run) = (store.clone(), self.run.clone());
         let measured = measure(writers, self.duration(), move |w, i| {
             let store = shared.clone();
