@@ -65,15 +65,26 @@ impl EventStore for PgEventStore {
         // Checked and compiled before a connection is taken: bad input takes none.
         let statement = check_condition(condition, POSTGRES_NAME)
             .map(|()| sql::select_unseen(&self.config.schema, Guard::of(condition)));
+        // A condition derived from a read is guarded by what its snapshot could not see alone
+        // (the transactions' index, one plan whatever the values): prepared, like a decision's
+        // read. Others also read their query after `after`, planned for its values.
+        let prepared = (self.config.prepare && Guard::of(condition).covered())
+            .then(|| self.config.read_begin.clone());
         let (replicas, condition) = (self.replicas.clone(), condition.clone());
         async move {
             let statement = statement?;
-            let (statement, query) = (&statement, &condition.fail_if_events_match);
+            let (statement, prepared) = (&statement, &prepared);
+            let query = &condition.fail_if_events_match;
             let read = replicas
                 .run(Reading::Reads, consistency, |on| async move {
                     let client = Lent::take(&on.pool).await?;
-                    let options = ReadOptions::default();
-                    let read = read_seen(&***client, statement, query.clone(), options).await?;
+                    let (query, options) = (query.clone(), ReadOptions::default());
+                    let read = match prepared {
+                        Some(begin) => {
+                            read_seen_prepared(&client, statement, begin, query, options).await?
+                        }
+                        None => read_seen(&***client, statement, query, options).await?,
+                    };
                     client.release();
                     Ok(read)
                 })

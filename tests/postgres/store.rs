@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use dcbstore::tokio_postgres::IsolationLevel;
 use dcbstore::{
-    AppendCondition, ConfigProblem, Error, EventStore, InvalidInput, PgEventStore, Query,
-    QueryItem, ReadOptions,
+    AppendCondition, ConfigProblem, Consistency, Error, EventStore, InvalidInput, PgEventStore,
+    Query, QueryItem, ReadOptions,
 };
 use rstest::rstest;
 use serde_json::json;
@@ -615,7 +615,8 @@ async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
 
     // Every kind of append, so that every statement is prepared and planned on the small table:
     // unguarded alone and grouped, guarded by hand (tail and past it) and by a read; and the
-    // prepared reads (a whole query: by tags, types, payload, or everything).
+    // prepared reads (a whole query: by tags, types, payload, or everything; what a read could
+    // not see).
     let course = |c: &str| Query::from(QueryItem::tagged([format!("course:{c}")]));
     let by_payload =
         Query::from(QueryItem::typed(["Lent"]).payload_all_of([("book", json!("b1"))]));
@@ -644,6 +645,9 @@ async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
             .await
             .unwrap();
         let derived = read.append_condition().unwrap();
+        // What a decision cache reads before its next decision: what the read could not see.
+        let unseen = store.read_unseen(&derived, Consistency::Latest).await;
+        assert!(unseen.unwrap().events().is_empty());
         store.append([e("D", "r")], Some(derived)).await.unwrap();
         let types = Query::from(QueryItem::typed(["D"]));
         for query in [types, by_payload.clone(), Query::all()] {
@@ -663,6 +667,15 @@ async fn cached_plans_stay_on_the_indexes_when_a_new_store_grows_without_statist
 
     admin.batch_execute(&bulk(41, 200_000)).await.unwrap();
     assert_cached_plans_use_the_indexes(&store).await;
+    // Among them, the read of what a read could not see.
+    let client = store.pool().get().await.unwrap();
+    let unseen = "SELECT count(*) FROM pg_prepared_statements \
+                  WHERE statement LIKE 'WITH \"unseen\"%SELECT \"read\".\"snapshot\"%'";
+    let prepared: i64 = client.query_one(unseen, &[]).await.unwrap().get(0);
+    assert!(
+        prepared >= 1,
+        "the read of what a read could not see is prepared"
+    );
 }
 
 /// The first page of a settled read (a prepared statement with a `LIMIT`) stays on the tag and
