@@ -24,6 +24,10 @@
 //! - `server@PORT`: another dcbstore server, on loopback at `PORT` (e.g. a build of other code,
 //!   to compare two servers side by side).
 //!
+//! `--workload appends` measures conditional appends alone instead: each client appends one
+//! event after another to a boundary of its own (its tag), each guarded by that boundary and
+//! `after` the position of its previous append (no read; the `floor` inserts unguarded).
+//!
 //! Run it with `benchmarks/speedrun/run`, which installs and starts the peer.
 
 use std::time::{Duration, Instant};
@@ -97,7 +101,7 @@ impl Target {
 
 /// A client of one target: one task's connection to it.
 enum Client {
-    UmaDb(AsyncUmaDbClient),
+    UmaDb(Box<AsyncUmaDbClient>),
     Store(PgEventStore),
     Floor(PgEventStore),
     Memory(MemoryEventStore),
@@ -141,9 +145,9 @@ fn floor_insert(schema: &str) -> String {
 impl Client {
     async fn open(target: &Target) -> Result<Self, BoxError> {
         Ok(match target {
-            Target::UmaDb(url, _) => {
-                Client::UmaDb(AsyncUmaDbClient::connect(url.clone(), None, None, None).await?)
-            }
+            Target::UmaDb(url, _) => Client::UmaDb(Box::new(
+                AsyncUmaDbClient::connect(url.clone(), None, None, None).await?,
+            )),
             Target::DcbStore(s, _) => Client::Store(s.clone()),
             Target::Floor(s) => Client::Floor(s.clone()),
             Target::Memory(s) => Client::Memory(s.clone()),
@@ -244,6 +248,53 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A conditional append of one event to the boundary of `tag`, guarded by it and `after`
+    /// (what the client appended there last). Returns its position (the floor inserts without a
+    /// guard and returns none).
+    async fn append_after(
+        &self,
+        tag: &str,
+        n: u64,
+        after: Option<u64>,
+    ) -> Result<Option<u64>, BoxError> {
+        let payload = json!({"n": n});
+        Ok(match self {
+            Client::UmaDb(c) => {
+                let event = DcbEvent::new()
+                    .event_type("Ticked")
+                    .tags([tag])
+                    .data(serde_json::to_vec(&payload)?);
+                let condition = DcbAppendCondition::new(uma_query(&[(&[], &[tag])])).after(after);
+                Some(c.append(vec![event], Some(condition), None).await?)
+            }
+            Client::Store(s) => Some(append_after(s, tag, payload, after).await?),
+            Client::Memory(s) => Some(append_after(s, tag, payload, after).await?),
+            Client::Floor(s) => {
+                let client = s.pool().get().await?;
+                let insert = client.prepare_cached(&floor_insert(s.schema())).await?;
+                let (id, tags) = (uuid::Uuid::new_v4(), vec![tag]);
+                client
+                    .execute(&insert, &[&id, &"Ticked", &tags, &payload])
+                    .await?;
+                None
+            }
+        })
+    }
+}
+
+async fn append_after(
+    store: &impl EventStore,
+    tag: &str,
+    payload: Value,
+    after: Option<u64>,
+) -> dcbstore::Result<u64> {
+    let condition = AppendCondition::new(Query::from(QueryItem::tagged([tag])), after);
+    let event = Event::new("Ticked", payload).with_tags([tag]);
+    let written = store.append([event], Some(condition)).await?;
+    Ok(written.last_position())
+}
+
 async fn register(
     store: &impl EventStore,
     event_type: &str,
@@ -306,9 +357,26 @@ async fn timed(
 }
 
 /// One client until `deadline`: iterations of the workload with ids of its own.
-async fn client_loop(target: Target, run: String, deadline: Instant) -> Result<Samples, BoxError> {
+async fn client_loop(
+    target: Target,
+    run: String,
+    deadline: Instant,
+    workload: Workload,
+) -> Result<Samples, BoxError> {
     let client = Client::open(&target).await?;
     let mut samples = Samples::default();
+    if workload == Workload::Appends {
+        let (tag, mut after) = (format!("stream:{run}"), None);
+        for n in 0.. {
+            let started = Instant::now();
+            after = client.append_after(&tag, n, after).await?;
+            samples.register.push(started.elapsed());
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        return Ok(samples);
+    }
     for iteration in 0.. {
         let id = |kind: &str, n: usize| format!("{kind}:{run}-{iteration}-{n}");
         let courses: Vec<String> = (0..COURSES).map(|n| id("course", n)).collect();
@@ -361,7 +429,7 @@ async fn measure(
     target: &Target,
     clients: usize,
     seconds: f64,
-    round: usize,
+    (round, workload): (usize, Workload),
 ) -> Result<Measured, BoxError> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -372,6 +440,7 @@ async fn measure(
                 target.clone(),
                 format!("{}{round}x{c}x{}", target.name(), &stamp[..8]),
                 deadline,
+                workload,
             ))
         })
         .collect();
@@ -403,11 +472,21 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// What each client does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// The course-enrolment speedrun: registrations, then decisions.
+    Speedrun,
+    /// Conditional appends alone, each after the client's previous one on its own boundary.
+    Appends,
+}
+
 struct Args {
     clients: Vec<usize>,
     seconds: f64,
     rounds: usize,
     targets: Vec<String>,
+    workload: Workload,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -418,6 +497,7 @@ fn parse_args() -> Result<Args, String> {
         targets: ["umadb", "server", "dcbstore", "floor"]
             .map(String::from)
             .to_vec(),
+        workload: Workload::Speedrun,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -434,9 +514,16 @@ fn parse_args() -> Result<Args, String> {
             }
             "--rounds" => args.rounds = value()?.parse().map_err(|_| "--rounds takes a number")?,
             "--targets" => args.targets = value()?.split(',').map(String::from).collect(),
+            "--workload" => {
+                args.workload = match value()?.as_str() {
+                    "speedrun" => Workload::Speedrun,
+                    "appends" => Workload::Appends,
+                    _ => return Err("--workload takes speedrun or appends".to_string()),
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown option {other}: [--clients 1,8,32] [--seconds S] [--rounds N] [--targets umadb,server,dcbstore,floor,memory]"
+                    "unknown option {other}: [--clients 1,8,32] [--seconds S] [--rounds N] [--targets umadb,server,dcbstore,floor,memory] [--workload speedrun|appends]"
                 ));
             }
         }
@@ -500,8 +587,14 @@ async fn main() -> Result<(), BoxError> {
             }
         }
     }
+    let ops = match args.workload {
+        Workload::Speedrun => "ops = registrations + decisions",
+        Workload::Appends => {
+            "ops = conditional appends, each after the client's previous one (register p50: theirs)"
+        }
+    };
     println!(
-        "speedrun: {} s per measurement, {} rounds, medians; ops = registrations + decisions",
+        "speedrun: {} s per measurement, {} rounds, medians; {ops}",
         args.seconds, args.rounds
     );
     println!(
@@ -526,7 +619,8 @@ async fn main() -> Result<(), BoxError> {
                 (0..targets.len()).rev().collect()
             };
             for i in order {
-                per_target[i].push(measure(&targets[i], clients, args.seconds, round).await?);
+                let run = (round, args.workload);
+                per_target[i].push(measure(&targets[i], clients, args.seconds, run).await?);
             }
         }
         for (target, measured) in targets.iter().zip(per_target) {
@@ -548,6 +642,7 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     println!("\nratios, measured side by side in this run:");
+    let decisions = args.workload == Workload::Speedrun;
     for &clients in &args.clients {
         let get = |name: &str| results.iter().find(|r| r.0 == name && r.1 == clients);
         if let (Some(d), Some(u)) = (get("dcbstore"), get("umadb")) {
@@ -569,6 +664,12 @@ async fn main() -> Result<(), BoxError> {
             );
         }
         if let (Some(d), Some(f)) = (get("dcbstore"), get("floor")) {
+            println!(
+                "  {clients:>3} clients: dcbstore / floor ops/s = {:.2}",
+                d.2 / f.2
+            );
+        }
+        if let (Some(d), Some(f), true) = (get("dcbstore"), get("floor"), decisions) {
             println!(
                 "  {clients:>3} clients: dcbstore / floor decisions/s = {:.2}",
                 d.3 / f.3
