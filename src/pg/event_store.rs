@@ -1,14 +1,15 @@
 //! [`EventStore`] for [`PgEventStore`]: reads, appends (grouped), the feed and subscriptions.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::append::CompiledAppend;
 use super::connection::Lent;
 use super::read::{decode, read_feed, read_seen, read_seen_prepared};
-use super::replicas::{Reading, replayed};
-use super::sql::Guard;
+use super::replicas::{Reading, Replicas, replayed};
+use super::sql::{Guard, Statement};
 use super::{PgEventStore, sql};
 use crate::backend::{POSTGRES_LABEL, POSTGRES_NAME};
 use crate::checkpoint::{Checkpoint, Mark};
@@ -24,6 +25,33 @@ use crate::store::{EventStore, EventStream, check_condition, check_feed};
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::telemetry;
 
+/// A read with its snapshot (`statement`, of a `query` read as `options` say) on a connection
+/// of the server that `consistency` picks: prepared, in the read-only transaction that `begin`
+/// opens, when there is one (see [`read_seen_prepared`]); else planned for its values.
+async fn read_seen_on(
+    replicas: &Arc<Replicas>,
+    consistency: Consistency,
+    statement: &Statement,
+    begin: Option<&str>,
+    query: &Query,
+    options: ReadOptions,
+) -> Result<ReadResult> {
+    replicas
+        .run(Reading::Reads, consistency, |on| async move {
+            let client = Lent::take(&on.pool).await?;
+            let query = query.clone();
+            let read = match begin {
+                Some(begin) => {
+                    read_seen_prepared(&client, statement, begin, query, options).await?
+                }
+                None => read_seen(&***client, statement, query, options).await?,
+            };
+            client.release();
+            Ok(read)
+        })
+        .await
+}
+
 impl EventStore for PgEventStore {
     fn read(
         &self,
@@ -38,22 +66,9 @@ impl EventStore for PgEventStore {
         let prepared = (self.config.prepare && options.from.is_none() && options.limit.is_none())
             .then(|| self.config.read_begin.clone());
         telemetry::instrument_read(POSTGRES_LABEL, items, async move {
-            let statement = statement?;
-            let (statement, prepared, query) = (&statement, &prepared, &query);
-            replicas
-                .run(Reading::Reads, options.consistency, |on| async move {
-                    let client = Lent::take(&on.pool).await?;
-                    let (query, options) = (query.clone(), options);
-                    let read = match prepared {
-                        Some(begin) => {
-                            read_seen_prepared(&client, statement, begin, query, options).await?
-                        }
-                        None => read_seen(&***client, statement, query, options).await?,
-                    };
-                    client.release();
-                    Ok(read)
-                })
-                .await
+            let (statement, begin) = (statement?, prepared.as_deref());
+            let consistency = options.consistency;
+            read_seen_on(&replicas, consistency, &statement, begin, &query, options).await
         })
     }
 
@@ -72,23 +87,11 @@ impl EventStore for PgEventStore {
             .then(|| self.config.read_begin.clone());
         let (replicas, condition) = (self.replicas.clone(), condition.clone());
         async move {
-            let statement = statement?;
-            let (statement, prepared) = (&statement, &prepared);
+            let (statement, begin) = (statement?, prepared.as_deref());
             let query = &condition.fail_if_events_match;
-            let read = replicas
-                .run(Reading::Reads, consistency, |on| async move {
-                    let client = Lent::take(&on.pool).await?;
-                    let (query, options) = (query.clone(), ReadOptions::default());
-                    let read = match prepared {
-                        Some(begin) => {
-                            read_seen_prepared(&client, statement, begin, query, options).await?
-                        }
-                        None => read_seen(&***client, statement, query, options).await?,
-                    };
-                    client.release();
-                    Ok(read)
-                })
-                .await?;
+            let options = ReadOptions::default();
+            let read = read_seen_on(&replicas, consistency, &statement, begin, query, options);
+            let read = read.await?;
             let snapshot = read.snapshot().clone();
             Ok(Unseen::new(&condition, read.into_events(), snapshot))
         }
