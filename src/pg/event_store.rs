@@ -78,16 +78,20 @@ impl EventStore for PgEventStore {
         consistency: Consistency,
     ) -> impl Future<Output = Result<Unseen>> + Send {
         // Checked and compiled before a connection is taken: bad input takes none.
-        let statement = check_condition(condition, POSTGRES_NAME)
-            .map(|()| sql::select_unseen(&self.config.schema, Guard::of(condition)));
-        // A condition derived from a read is guarded by what its snapshot could not see alone
-        // (the transactions' index, one plan whatever the values): prepared, like a decision's
-        // read. Others also read their query after `after`, planned for its values.
-        let prepared = (self.config.prepare && Guard::of(condition).covered())
-            .then(|| self.config.read_begin.clone());
+        let compiled = check_condition(condition, POSTGRES_NAME).map(|()| {
+            let guard = Guard::of(condition);
+            // A condition derived from a read is guarded by what its snapshot could not see
+            // alone (the transactions' index, one plan whatever the values): prepared, like a
+            // decision's read. Others also read their query after `after`, planned for its
+            // values.
+            let prepared =
+                (self.config.prepare && guard.covered()).then(|| self.config.read_begin.clone());
+            (sql::select_unseen(&self.config.schema, guard), prepared)
+        });
         let (replicas, condition) = (self.replicas.clone(), condition.clone());
         async move {
-            let (statement, begin) = (statement?, prepared.as_deref());
+            let (statement, prepared) = compiled?;
+            let begin = prepared.as_deref();
             let query = &condition.fail_if_events_match;
             let options = ReadOptions::default();
             let read = read_seen_on(&replicas, consistency, &statement, begin, query, options);
