@@ -15,14 +15,18 @@
 //! connection holds a shared session-level advisory lock on its channel's key (in the
 //! two-integer key space, which appends never use), and the notifier looks for such a lock in
 //! `pg_locks`, at most every [`LISTENERS_RECHECK`]. With no subscriber in any other process
-//! (many small writers, say) appends send none at all. A subscriber that starts listening is
-//! notified within that interval; until then, its poll interval bounds its wait.
+//! (many small writers, say) appends send none at all, and until the next look they do not even
+//! wake the notifier: a task woken on another thread for nothing cost each append about
+//! 0.05 ms at one writer. A subscriber that starts listening is notified within that interval;
+//! until then, its poll interval bounds its wait.
 //! `append_in` looks for the lock in the statement that notifies, at every call.
 //!
 //! [`PgEventStore::append_in`]: super::PgEventStore::append_in
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use futures::StreamExt;
@@ -111,7 +115,7 @@ fn listening_key(channel: &str) -> i32 {
 }
 
 /// How long the notifier trusts what it last found out about listeners.
-const LISTENERS_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+const LISTENERS_RECHECK: Duration = Duration::from_millis(250);
 
 /// The wake-ups of one store (shared by its clones).
 pub(super) struct Changes {
@@ -124,6 +128,8 @@ pub(super) struct Changes {
     notify: bool,
     /// Appends that ended since the last notification was sent.
     pending: Arc<Notify>,
+    /// Until when nobody listens, as the notifier last found out.
+    unheard: Arc<Unheard>,
     notifier: Mutex<Option<AbortHandle>>,
     listener: Mutex<Option<AbortHandle>>,
 }
@@ -156,6 +162,7 @@ impl Changes {
             connect,
             notify,
             pending: Arc::new(Notify::new()),
+            unheard: Arc::new(Unheard::new()),
             notifier: Mutex::new(None),
             listener: Mutex::new(None),
         }
@@ -169,7 +176,7 @@ impl Changes {
     /// and, through the notifier, everybody else's.
     pub(super) fn appended(&self, pool: &Pool) {
         self.woke();
-        if !self.notify {
+        if !self.notify || self.unheard.now() {
             return;
         }
         let mut notifier = self.notifier.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,7 +184,12 @@ impl Changes {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 return;
             };
-            let task = notify(pool.clone(), self.channel.clone(), self.pending.clone());
+            let task = notify(
+                pool.clone(),
+                self.channel.clone(),
+                self.pending.clone(),
+                self.unheard.clone(),
+            );
             *notifier = Some(runtime.spawn(task).abort_handle());
         }
         self.pending.notify_one();
@@ -213,21 +225,62 @@ impl Changes {
     }
 }
 
+/// Until when the notifier last found nobody listening: appends that end before then have no
+/// one to wake, in this process or another, and leave the notifier asleep.
+struct Unheard {
+    epoch: Instant,
+    /// Nanoseconds after `epoch`; 0 while someone listens or nobody has looked yet.
+    until: AtomicU64,
+}
+
+impl Unheard {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether nobody listens, as last found out less than [`LISTENERS_RECHECK`] ago.
+    fn now(&self) -> bool {
+        self.nanos() < self.until.load(Ordering::Relaxed)
+    }
+
+    /// What the notifier just found out: whether someone listens.
+    fn found(&self, listened: bool) {
+        let until = if listened {
+            0
+        } else {
+            self.nanos()
+                .saturating_add(u64::try_from(LISTENERS_RECHECK.as_nanos()).unwrap_or(u64::MAX))
+        };
+        self.until.store(until, Ordering::Relaxed);
+    }
+}
+
 /// The least time between two notifications of one store. A notification costs the server
 /// more than its statement (PostgreSQL serialises notifying commits): with 32 writers appending
 /// as fast as they can, one every 5 ms cost appends 10–15% of their throughput, one every 10 ms
 /// about 4% (BENCHMARKS.md, "Consumers"). This adds at most as much to the latency of
 /// subscribers in other processes.
-const NOTIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+const NOTIFY_PAUSE: Duration = Duration::from_millis(10);
 
 /// Sends one notification per burst of appends, for as long as the store lives, when a
 /// subscriber listens (see the module's documentation).
-async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
+async fn notify(pool: Pool, channel: String, pending: Arc<Notify>, unheard: Arc<Unheard>) {
     let key = listened_key(&channel);
     // Whether someone listened, and when that was found out.
-    let mut listened: Option<(bool, std::time::Instant)> = None;
+    let mut listened: Option<(bool, Instant)> = None;
     loop {
         pending.notified().await;
+        if unheard.now() {
+            // Woken by an append that ended as nobody was found listening.
+            continue;
+        }
         let client = match pool.get().await {
             Ok(client) => client,
             Err(error) => {
@@ -240,7 +293,8 @@ async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
             // When it cannot be found out, notify: a wake-up too many costs little.
             let found = client.query_one(admin::LISTENED, &[&key.0, &key.1]).await;
             let found = found.map(|row| row.get::<_, bool>(0)).unwrap_or(true);
-            listened = Some((found, std::time::Instant::now()));
+            listened = Some((found, Instant::now()));
+            unheard.found(found);
         }
         if listened.is_some_and(|(found, _)| !found) {
             continue;
@@ -260,7 +314,7 @@ async fn notify(pool: Pool, channel: String, pending: Arc<Notify>) {
 async fn listen(connect: Connect, channel: String, wake: Arc<watch::Sender<u64>>) {
     let retry = RetryPolicy {
         max_attempts: u32::MAX,
-        initial_backoff: std::time::Duration::from_millis(100),
+        initial_backoff: Duration::from_millis(100),
         max_backoff: DEFAULT_POLL_INTERVAL * 10,
     };
     let bump = || wake.send_modify(|n| *n = n.wrapping_add(1));
@@ -314,7 +368,18 @@ async fn listen(connect: Connect, channel: String, wake: Arc<watch::Sender<u64>>
 
 #[cfg(test)]
 mod tests {
-    use super::channel;
+    use super::{Unheard, channel};
+
+    #[test]
+    fn appends_leave_the_notifier_asleep_only_while_nobody_was_found_listening() {
+        let unheard = Unheard::new();
+        // Nobody has looked yet: the first append wakes the notifier, which looks.
+        assert!(!unheard.now());
+        unheard.found(false);
+        assert!(unheard.now());
+        unheard.found(true);
+        assert!(!unheard.now());
+    }
 
     #[test]
     fn channels_fit_in_an_identifier() {
