@@ -16,8 +16,8 @@
 //! two-integer key space, which appends never use), and the notifier looks for such a lock in
 //! `pg_locks`, at most every [`LISTENERS_RECHECK`]. With no subscriber in any other process
 //! (many small writers, say) appends send none at all, and until the next look they do not even
-//! wake the notifier: a task woken on another thread for nothing cost each append about
-//! 0.05 ms at one writer. A subscriber that starts listening is notified within that interval;
+//! wake the notifier (which used to cost each append a task wake-up and a pooled connection
+//! taken for nothing). A subscriber that starts listening is notified within that interval;
 //! until then, its poll interval bounds its wait.
 //! `append_in` looks for the lock in the statement that notifies, at every call.
 //!
