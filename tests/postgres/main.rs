@@ -10,6 +10,7 @@ mod faults;
 mod feed;
 mod group_commit;
 mod jsonb_differential;
+mod plans;
 mod projections;
 mod replica;
 mod settled;
