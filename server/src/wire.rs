@@ -2,13 +2,18 @@
 //!
 //! - A query item matches an event of one of its types (any type when it lists none) carrying
 //!   all its tags; an item with neither matches every event, and so does a query with no items.
-//! - An event's `data` is opaque bytes and comes back byte for byte: the server keeps them,
-//!   with the protocol's metadata entries, under [`WIRE`] in the event's metadata. When the data
-//!   is a JSON object it is also the event's payload, so that the library's payload predicates
-//!   and locks see it; otherwise the payload is `{}`.
-//! - An event appended through the library (no [`WIRE`] entry) is sent with its payload as
-//!   compact JSON for `data`, and its metadata's top-level fields as entries (strings as they
-//!   are, other values as JSON).
+//! - An event's `data` is opaque bytes and comes back byte for byte. When the data is a JSON
+//!   object it is the event's payload, so that the library's payload predicates and locks see
+//!   it; otherwise the payload is `{}`. The bytes are kept under [`WIRE`] in the event's
+//!   metadata, with the protocol's metadata entries, unless the payload gives them back
+//!   exactly: a JSON object written as `serde_json` writes it (compact, keys in byte order, its
+//!   numbers integers), as clients that serialize a map or a struct with sorted fields do. Such
+//!   data is stored once, as the payload, and an event with no metadata entries either has no
+//!   metadata at all.
+//! - An event with no [`WIRE`] data (appended through the library, or whose payload gives its
+//!   bytes back) is sent with its payload as compact JSON for `data`; an event appended through
+//!   the library has its metadata's top-level fields as entries (strings as they are, other
+//!   values as JSON).
 //! - An empty `uuid` gets a random one; a uuid is the event's idempotency key.
 
 use base64::Engine as _;
@@ -64,24 +69,53 @@ pub(crate) fn event(index: usize, event: proto::Event) -> Result<Event, BadUuid>
             uuid: event.uuid.clone(),
         })?
     };
-    let payload = match serde_json::from_slice::<Value>(&event.data) {
-        Ok(Value::Object(object)) => Value::Object(object),
-        _ => json!({}),
+    let (payload, gives_back) = match serde_json::from_slice::<Value>(&event.data) {
+        Ok(Value::Object(object)) => {
+            let payload = Value::Object(object);
+            let gives_back = gives_back(&payload, &event.data);
+            (payload, gives_back)
+        }
+        _ => (json!({}), false),
     };
     let mut wire = Map::new();
-    match String::from_utf8(event.data) {
-        Ok(text) => wire.insert("data".into(), Value::String(text)),
-        Err(bytes) => wire.insert(
-            "data_base64".into(),
-            Value::String(BASE64.encode(bytes.into_bytes())),
-        ),
-    };
-    let entries = event.metadata.into_iter().map(|m| json!([m.key, m.value]));
-    wire.insert("metadata".into(), Value::Array(entries.collect()));
-    Ok(Event::new(event.event_type, payload)
+    if !gives_back {
+        match String::from_utf8(event.data) {
+            Ok(text) => wire.insert("data".into(), Value::String(text)),
+            Err(bytes) => wire.insert(
+                "data_base64".into(),
+                Value::String(BASE64.encode(bytes.into_bytes())),
+            ),
+        };
+    }
+    if !event.metadata.is_empty() {
+        let entries = event.metadata.into_iter().map(|m| json!([m.key, m.value]));
+        wire.insert("metadata".into(), Value::Array(entries.collect()));
+    }
+    let stored = Event::new(event.event_type, payload)
         .with_id(id)
-        .with_tags(event.tags)
-        .with_metadata(json!({ WIRE: wire })))
+        .with_tags(event.tags);
+    Ok(if wire.is_empty() {
+        stored
+    } else {
+        stored.with_metadata(json!({ WIRE: wire }))
+    })
+}
+
+/// Whether `payload`, stored and read back from either backend, writes `data` again exactly:
+/// `data` is what `serde_json` writes of it, and every number in it is an integer. (A float
+/// could come back otherwise: PostgreSQL keeps `1e+19` as `10000000000000000000`, which reads
+/// back as an integer, and has no `-0.0`.) `serde_json` writes an object's keys in byte order,
+/// which is also the order in which it reads back whatever order PostgreSQL kept them in.
+fn gives_back(payload: &Value, data: &[u8]) -> bool {
+    fn integers_only(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => n.is_i64() || n.is_u64(),
+            Value::Array(items) => items.iter().all(integers_only),
+            Value::Object(fields) => fields.values().all(integers_only),
+            _ => true,
+        }
+    }
+    integers_only(payload) && serde_json::to_vec(payload).is_ok_and(|written| written == data)
 }
 
 /// A stored event as the protocol's.
@@ -192,6 +226,62 @@ mod tests {
     fn a_json_object_is_the_payload_and_its_bytes_come_back() {
         let (stored, _) = round_trip(br#"{ "name" : "Ada",  "n": 1.50 }"#);
         assert_eq!(stored.payload, json!({"name": "Ada", "n": 1.5}));
+    }
+
+    #[test]
+    fn data_the_payload_gives_back_is_stored_once() {
+        let data = r#"{"aa":1,"b":{"ccc":[1,-2,18446744073709551615],"d":"é\n\"x\""},"e":null}"#;
+        let stored = event(0, proto_event(data.as_bytes())).expect("a valid event");
+        let wire = stored.metadata.as_ref().and_then(|m| m.get(WIRE));
+        assert!(wire.is_some_and(|w| w.get("data").is_none()), "{wire:?}");
+        round_trip(data.as_bytes());
+        let mut bare = proto_event(data.as_bytes());
+        bare.metadata.clear();
+        let stored = event(0, bare.clone()).expect("a valid event");
+        assert_eq!(stored.metadata, None, "no metadata entries, no metadata");
+        let sequenced = SequencedEvent {
+            position: 1,
+            event: stored,
+            occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_eq!(super::sequenced(sequenced).event, Some(bare));
+    }
+
+    #[test]
+    fn data_the_payload_would_not_give_back_is_kept() {
+        // Spaces, keys out of byte order, escapes written another way, floats as serde_json
+        // writes them (`1e+19` reads back from PostgreSQL as an integer; it has no `-0.0`), a
+        // repeated key.
+        for data in [
+            r#"{"a": 1}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":1e+19}"#,
+            r#"{"a":1.5}"#,
+            r#"{"a":-0.0}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":1,"a":2}"#,
+        ] {
+            let stored = event(0, proto_event(data.as_bytes())).expect("a valid event");
+            let wire = stored.metadata.as_ref().and_then(|m| m.get(WIRE));
+            assert_eq!(
+                wire.and_then(|w| w.get("data")).and_then(Value::as_str),
+                Some(data),
+                "{data}"
+            );
+            round_trip(data.as_bytes());
+        }
+    }
+
+    /// What [`gives_back`] relies on: `serde_json` reads objects into a map that keeps its keys
+    /// in byte order (its `preserve_order` feature off), whatever order they came in.
+    #[test]
+    fn json_objects_read_back_with_their_keys_in_byte_order() {
+        let read: Value = serde_json::from_str(r#"{"b":1,"aa":2,"a":3}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            r#"{"a":3,"aa":2,"b":1}"#
+        );
     }
 
     #[test]

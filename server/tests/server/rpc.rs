@@ -19,6 +19,15 @@ async fn events_round_trip_byte_for_byte() {
             event("Blob", &["a", "b"], &[0, 159, 146, 150, 255]),
             event("Empty", &["a"], b""),
             event("Array", &[], b"[1, 2, 3]"),
+            // Written as serde_json writes it: stored once, as the payload, whose keys
+            // PostgreSQL keeps in another order (shorter first).
+            event(
+                "Canonical",
+                &["a"],
+                r#"{"aa":1,"b":{"ccc":[1,-2,18446744073709551615],"d":"é\n\"x\""},"e":null}"#
+                    .as_bytes(),
+            ),
+            event("Float", &[], br#"{"a":1e+19,"b":-0.0}"#),
         ];
         sent[0].metadata = vec![
             proto::MetadataEntry {
