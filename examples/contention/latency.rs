@@ -147,18 +147,10 @@ async fn guard_samples(
     let (mut append, mut read) = (Vec::new(), Vec::new());
     for i in 0..iterations {
         let tag = format!("empty{run}-{round}-{i}");
-        let query = Query::from(QueryItem::tagged([tag.clone()]));
-        let t = Instant::now();
-        let r = store.read(&query, ReadOptions::default()).await?;
-        read.push(t.elapsed());
-        let t = Instant::now();
-        store
-            .append(
-                [Event::new("Claimed", json!({"n": i})).with_tags([tag])],
-                Some(condition(&r)?),
-            )
-            .await?;
-        append.push(t.elapsed());
+        let claimed = Event::new("Claimed", json!({"n": i})).with_tags([tag.clone()]);
+        let (r, a) = read_then_append(store, &tag, claimed, &condition).await?;
+        read.push(r);
+        append.push(a);
     }
     out.push(("empty", op, append));
     out.push(("empty", "read", read));
@@ -167,18 +159,10 @@ async fn guard_samples(
     for i in 0..iterations {
         // Boundaries old:1 … old:1000 hold one event each, among the first loaded.
         let tag = format!("old:{}", 1 + (round * iterations + i) % 1000);
-        let query = Query::from(QueryItem::tagged([tag.clone()]));
-        let t = Instant::now();
-        let r = store.read(&query, ReadOptions::default()).await?;
-        read.push(t.elapsed());
-        let t = Instant::now();
-        store
-            .append(
-                [Event::new("Touched", json!({"n": i})).with_tags([format!("touch:{tag}")])],
-                Some(condition(&r)?),
-            )
-            .await?;
-        append.push(t.elapsed());
+        let touched = Event::new("Touched", json!({"n": i})).with_tags([format!("touch:{tag}")]);
+        let (r, a) = read_then_append(store, &tag, touched, &condition).await?;
+        read.push(r);
+        append.push(a);
     }
     out.push(("old", op, append));
     out.push(("old", "read", read));
@@ -213,6 +197,23 @@ async fn guard_samples(
     out.push(("big", op, append));
     out.push(("big", "read", read));
     Ok(out)
+}
+
+/// Reads the boundary of `tag`, then appends `event` guarded by the condition `condition`
+/// makes of that read: how long each took.
+async fn read_then_append(
+    store: &PgEventStore,
+    tag: &str,
+    event: Event,
+    condition: &impl Fn(&dcbstore::ReadResult) -> Result<AppendCondition, BoxError>,
+) -> Result<(Duration, Duration), BoxError> {
+    let query = Query::from(QueryItem::tagged([tag]));
+    let t = Instant::now();
+    let read = store.read(&query, ReadOptions::default()).await?;
+    let read_took = t.elapsed();
+    let t = Instant::now();
+    store.append([event], Some(condition(&read)?)).await?;
+    Ok((read_took, t.elapsed()))
 }
 
 /// Resident memory of this process, in MiB (Linux).
